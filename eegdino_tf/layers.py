@@ -1,0 +1,570 @@
+"""Keras layers of EEG-DINO. Each mirrors one module of the reference (``ARCHITECTURE.md``).
+
+Shapes: B batch, C channels (1..19), T samples, P = T / 200 patches, N = C * P patch tokens,
+D model width.
+
+Precision: layers take a Keras dtype policy. Matmuls and convolutions run in the policy's
+compute dtype; norm statistics, the softmax and the DFT magnitude always run in float32, and
+the residual streams of :class:`PatchEmbedding` and :class:`TransformerBlock` stay float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+from collections.abc import Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from eegdino_tf.config import CONV_POSITIONS, MAX_CHANNELS, PATCH_SIZE
+from eegdino_tf.errors import InputError
+
+EPSILON = 1e-5
+_SERIALIZABLE = keras.saving.register_keras_serializable(package="eegdino_tf")
+
+# ---------------------------------------------------------------------------------------------
+# GELU: one function, two formulations with the same numbers.
+# ---------------------------------------------------------------------------------------------
+
+_GELU_FORM: contextvars.ContextVar[str] = contextvars.ContextVar("gelu_form", default="erfc")
+
+
+@contextlib.contextmanager
+def gelu_formulation(form: str) -> Iterator[None]:
+    """Choose how exact GELU is written into graphs traced inside the block.
+
+    ``"erfc"`` (default) is ``tf.nn.gelu(approximate=False)``, which the TFLite converter maps
+    to its builtin GELU. ``"erf"`` is ``0.5 x (1 + erf(x / sqrt 2))``, which tf2onnx maps to
+    ONNX ``Erf`` (it has no mapping for ``Erfc``). Both are exact GELU.
+    """
+    if form not in ("erfc", "erf"):
+        raise ValueError(f"unknown GELU formulation {form!r}; use 'erfc' or 'erf'")
+    token = _GELU_FORM.set(form)
+    try:
+        yield
+    finally:
+        _GELU_FORM.reset(token)
+
+
+def gelu(x: tf.Tensor) -> tf.Tensor:
+    """Exact (erf) GELU, in the formulation chosen by :func:`gelu_formulation`."""
+    if _GELU_FORM.get() == "erf":
+        return 0.5 * x * (1.0 + tf.math.erf(x * tf.cast(math.sqrt(0.5), x.dtype)))
+    return tf.nn.gelu(x, approximate=False)
+
+
+def _dim(x: tf.Tensor, axis: int) -> int | tf.Tensor:
+    """Static size of ``x`` along ``axis`` when known, else the dynamic one."""
+    static = x.shape[axis]
+    return static if static is not None else tf.shape(x)[axis]
+
+
+def _standardize(x: tf.Tensor, axes: list[int]) -> tf.Tensor:
+    """``(x - mean) / sqrt(var + eps)`` over ``axes``, with the two-pass (exact) variance."""
+    mean = tf.reduce_mean(x, axis=axes, keepdims=True)
+    centered = x - mean
+    variance = tf.reduce_mean(tf.square(centered), axis=axes, keepdims=True)
+    return centered * tf.math.rsqrt(variance + EPSILON)
+
+
+class _Float32Stream(keras.layers.Layer):
+    """A container layer whose own arithmetic (the residual stream) stays in float32.
+
+    Its sub-layers follow the dtype policy it was given; their outputs are cast back to
+    float32 before they join the stream.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._convert_input_args = False
+
+    @staticmethod
+    def _f32(x: tf.Tensor) -> tf.Tensor:
+        return tf.cast(x, tf.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input
+# ---------------------------------------------------------------------------------------------
+
+
+@_SERIALIZABLE
+class EEGInput(keras.layers.Layer):
+    """Check raw microvolts ``[B, C, T]`` and scale them: ``[B, C, T'] * input_scale``.
+
+    ``partial_patch`` says what to do when T is not a multiple of 200: ``"error"`` (default),
+    ``"pad"`` (zero-pad the end to the next multiple) or ``"crop"`` (drop the remainder).
+    ``check_finite`` makes NaN or Inf input an error instead of NaN output.
+    """
+
+    def __init__(
+        self,
+        input_scale: float = 0.01,
+        partial_patch: str = "error",
+        check_finite: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if partial_patch not in ("error", "pad", "crop"):
+            raise ValueError(
+                f"partial_patch must be 'error', 'pad' or 'crop', got {partial_patch!r}"
+            )
+        self.input_scale = float(input_scale)
+        self.partial_patch = partial_patch
+        self.check_finite = bool(check_finite)
+        self._convert_input_args = False
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        x = tf.cast(x, tf.float32)
+        self._check_shape(x)
+        remainder = _dim(x, 2) % PATCH_SIZE
+        if self.partial_patch == "pad":
+            x = tf.pad(x, [[0, 0], [0, 0], [0, (PATCH_SIZE - remainder) % PATCH_SIZE]])
+        elif self.partial_patch == "crop":
+            x = x[:, :, : _dim(x, 2) - remainder]
+        if self.check_finite:
+            x = self._assert_finite(x)
+        return x * self.input_scale
+
+    def _check_shape(self, x: tf.Tensor) -> None:
+        expected = (
+            f"expected raw EEG in microvolts shaped [batch, channels, samples] with 1..."
+            f"{MAX_CHANNELS} channels and samples a positive multiple of {PATCH_SIZE}"
+            f" (1 s patches at 200 Hz)"
+        )
+        if x.shape.rank != 3:
+            raise InputError(f"EEG input has shape {x.shape} (rank {x.shape.rank}); {expected}")
+        channels, samples = x.shape[1], x.shape[2]
+        if channels is not None and not 1 <= channels <= MAX_CHANNELS:
+            raise InputError(f"EEG input has {channels} channels; {expected}")
+        if samples is not None:
+            if samples < PATCH_SIZE and not (self.partial_patch == "pad" and samples > 0):
+                raise InputError(f"EEG input has {samples} samples; {expected}")
+            if samples % PATCH_SIZE and self.partial_patch == "error":
+                raise InputError(
+                    f"EEG input has {samples} samples, not a multiple of {PATCH_SIZE}; "
+                    f"{expected}; or build the model with partial_patch='pad' or 'crop'"
+                )
+        if None in (channels, samples) and not tf.executing_eagerly():
+            # Shapes only known when the graph runs (e.g. a relaxed predict trace).
+            shape = tf.shape(x)
+            ok = (shape[1] >= 1) & (shape[1] <= MAX_CHANNELS) & (shape[2] >= PATCH_SIZE)
+            if self.partial_patch == "error":
+                ok &= tf.equal(shape[2] % PATCH_SIZE, 0)
+            tf.debugging.assert_equal(ok, True, message=f"bad EEG input shape; {expected}")
+
+    @staticmethod
+    def _assert_finite(x: tf.Tensor) -> tf.Tensor:
+        message = (
+            "EEG input contains NaN or Inf; clean or interpolate bad samples first "
+            "(or build the model with check_finite=False)"
+        )
+        if tf.executing_eagerly():
+            if not bool(tf.reduce_all(tf.math.is_finite(x))):
+                raise InputError(message)
+            return x
+        return tf.debugging.assert_all_finite(x, message)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "input_scale": self.input_scale,
+            "partial_patch": self.partial_patch,
+            "check_finite": self.check_finite,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Norms
+# ---------------------------------------------------------------------------------------------
+
+
+@_SERIALIZABLE
+class LayerNorm(keras.layers.Layer):
+    """LayerNorm over the last axis, eps 1e-5, statistics in float32: ``[..., D] -> [..., D]``."""
+
+    def __init__(self, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self.gamma = self.add_weight(shape=(dim,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(dim,), initializer="zeros", name="beta")
+
+    def call(self, x):
+        return _standardize(x, [-1]) * self.gamma + self.beta
+
+
+@_SERIALIZABLE
+class GroupNorm(keras.layers.Layer):
+    """GroupNorm of ``[B, H, W, c]`` with statistics per example and group over H, W and the
+    group's channels (all patches at once), eps 1e-5, in float32."""
+
+    def __init__(self, groups: int, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.groups = int(groups)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+
+    def call(self, x):
+        batch, height, width, channels = (_dim(x, i) for i in range(4))
+        grouped = tf.reshape(x, [batch, height, width, self.groups, channels // self.groups])
+        normed = tf.reshape(_standardize(grouped, [1, 2, 4]), [batch, height, width, channels])
+        return normed * self.gamma + self.beta
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+# ---------------------------------------------------------------------------------------------
+# Patch embedding
+# ---------------------------------------------------------------------------------------------
+
+
+@_SERIALIZABLE
+class TemporalConvStack(keras.layers.Layer):
+    """Three ``Conv -> GroupNorm -> GELU`` blocks over each patch: ``[B, N, 200] -> [B, N, D]``.
+
+    The patches form an NHWC image ``[B, N, 200, 1]``; the first conv (kernel 49, stride 25,
+    padding 24) leaves 8 positions, the next two (kernel 3, padding 1) keep them. The result
+    ``[B, N, 8, c3]`` is flattened channel-major: feature = conv_channel * 8 + position.
+    """
+
+    def __init__(self, conv_channels: tuple[int, int, int], norm_groups: int, **kwargs):
+        super().__init__(**kwargs)
+        self.conv_channels = tuple(int(c) for c in conv_channels)
+        self.norm_groups = int(norm_groups)
+        c1, c2, c3 = self.conv_channels
+        conv = dict(dtype=self.dtype_policy)
+        self.conv1 = keras.layers.Conv2D(c1, (1, 49), strides=(1, 25), name="conv1", **conv)
+        self.conv2 = keras.layers.Conv2D(c2, (1, 3), padding="same", name="conv2", **conv)
+        self.conv3 = keras.layers.Conv2D(c3, (1, 3), padding="same", name="conv3", **conv)
+        self.norm1, self.norm2, self.norm3 = (
+            GroupNorm(norm_groups, name=f"norm{i}") for i in (1, 2, 3)
+        )
+
+    def build(self, input_shape):
+        batch, patches, _ = input_shape
+        shape = (batch, patches, PATCH_SIZE + 48, 1)
+        for conv, norm in self._blocks():
+            conv.build(shape)
+            shape = conv.compute_output_shape(shape)
+            norm.build(shape)
+
+    def _blocks(self):
+        return ((self.conv1, self.norm1), (self.conv2, self.norm2), (self.conv3, self.norm3))
+
+    def call(self, patches):
+        x = tf.pad(patches[..., None], [[0, 0], [0, 0], [24, 24], [0, 0]])
+        for conv, norm in self._blocks():
+            x = gelu(tf.cast(norm(conv(x)), self.compute_dtype))
+        batch, tokens = _dim(x, 0), _dim(x, 1)
+        x = tf.transpose(x, [0, 1, 3, 2])  # [B, N, c3, 8]
+        return tf.reshape(x, [batch, tokens, self.conv_channels[2] * CONV_POSITIONS])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "conv_channels": list(self.conv_channels),
+            "norm_groups": self.norm_groups,
+        }
+
+
+@_SERIALIZABLE
+class PatchSpectrum(keras.layers.Layer):
+    """``|rfft(patch)| / 200`` per patch as two matmuls with a cached DFT basis, in float32:
+    ``[B, N, 200] -> [B, N, 101]``. No FFT op, so it runs on every backend."""
+
+    def __init__(self, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        n = np.arange(PATCH_SIZE)
+        angle = 2.0 * np.pi * np.outer(n, np.arange(PATCH_SIZE // 2 + 1)) / PATCH_SIZE
+        basis = np.concatenate([np.cos(angle), -np.sin(angle)], axis=1) / PATCH_SIZE
+        self._basis = tf.constant(basis.astype(np.float32))  # [200, 2 * 101]
+
+    def call(self, patches):
+        real, imag = tf.split(tf.matmul(patches, self._basis), 2, axis=-1)
+        return tf.sqrt(tf.square(real) + tf.square(imag))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], PATCH_SIZE // 2 + 1)
+
+
+@_SERIALIZABLE
+class ChannelEmbedding(keras.layers.Layer):
+    """Learned per-slot embedding: input channel i gets ``kernel[i] + bias``.
+
+    Called on anything shaped ``[B, C, ...]``; returns ``[C, D]``.
+    """
+
+    def __init__(self, embed_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.embed_dim = int(embed_dim)
+
+    def build(self, input_shape=None):
+        self.kernel = self.add_weight(shape=(MAX_CHANNELS, self.embed_dim), name="kernel")
+        self.bias = self.add_weight(shape=(self.embed_dim,), initializer="zeros", name="bias")
+
+    def call(self, x):
+        return self.kernel[: _dim(x, 1)] + self.bias
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[1], self.embed_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "embed_dim": self.embed_dim}
+
+
+@_SERIALIZABLE
+class PatchEmbedding(_Float32Stream):
+    """Raw patches to tokens: ``[B, C, T] (scaled) -> [B, C*P, D]``.
+
+    ``e = temporal(patch) + Linear(|DFT(patch)|) + channel_embedding[c]``, then the depthwise
+    time encoding along the patch axis is added: ``e + time_encoding(e)``. Tokens are
+    channel-major (token = c * P + p).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        conv_channels: tuple[int, int, int],
+        norm_groups: int,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.embed_dim = int(embed_dim)
+        self.conv_channels = tuple(int(c) for c in conv_channels)
+        self.norm_groups = int(norm_groups)
+        policy = dict(dtype=self.dtype_policy)
+        self.temporal = TemporalConvStack(conv_channels, norm_groups, name="temporal", **policy)
+        self.spectrum = PatchSpectrum(name="spectrum")
+        self.spectral_proj = keras.layers.Dense(embed_dim, name="spectral_proj", **policy)
+        self.channel_embedding = ChannelEmbedding(embed_dim, name="channel_embedding", **policy)
+        self.time_encoding = keras.layers.DepthwiseConv2D(
+            (1, 5), padding="same", name="time_encoding", **policy
+        )
+
+    def build(self, input_shape):
+        batch = input_shape[0]
+        self.temporal.build((batch, None, PATCH_SIZE))
+        self.spectral_proj.build((batch, None, PATCH_SIZE // 2 + 1))
+        self.channel_embedding.build()
+        self.time_encoding.build((batch, None, None, self.embed_dim))
+
+    def call(self, x):
+        batch, channels, samples = (_dim(x, i) for i in range(3))
+        patches_per_channel = samples // PATCH_SIZE
+        patches = tf.reshape(x, [batch, channels * patches_per_channel, PATCH_SIZE])
+        e = self._f32(self.temporal(patches)) + self._f32(
+            self.spectral_proj(self.spectrum(patches))
+        )
+        e = tf.reshape(e, [batch, channels, patches_per_channel, self.embed_dim])
+        e = e + self._f32(self.channel_embedding(x))[None, :, None, :]
+        e = e + self._f32(self.time_encoding(e))
+        return tf.reshape(e, [batch, channels * patches_per_channel, self.embed_dim])
+
+    def compute_output_shape(self, input_shape):
+        batch, channels, samples = input_shape
+        tokens = None if None in (channels, samples) else channels * (samples // PATCH_SIZE)
+        return (batch, tokens, self.embed_dim)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "embed_dim": self.embed_dim,
+            "conv_channels": list(self.conv_channels),
+            "norm_groups": self.norm_groups,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Transformer
+# ---------------------------------------------------------------------------------------------
+
+
+@_SERIALIZABLE
+class Attention(keras.layers.Layer):
+    """Multi-head self-attention with a fused qkv projection, q and v biases (no k bias):
+    ``[B, N, D] -> [B, N, D]``."""
+
+    def __init__(self, embed_dim: int, num_heads: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        self.embed_dim = int(embed_dim)
+        self.num_heads = int(num_heads)
+        self.head_dim = self.embed_dim // self.num_heads
+        policy = dict(dtype=self.dtype_policy)
+        self.qkv = keras.layers.Dense(3 * embed_dim, use_bias=False, name="qkv", **policy)
+        self.proj = keras.layers.Dense(embed_dim, name="proj", **policy)
+
+    def build(self, input_shape):
+        self.qkv.build(input_shape)
+        self.proj.build(input_shape)
+        self.q_bias = self.add_weight(shape=(self.embed_dim,), initializer="zeros", name="q_bias")
+        self.v_bias = self.add_weight(shape=(self.embed_dim,), initializer="zeros", name="v_bias")
+
+    def call(self, x):
+        batch, tokens = _dim(x, 0), _dim(x, 1)
+        qkv_bias = tf.concat([self.q_bias, tf.zeros_like(self.q_bias), self.v_bias], axis=0)
+        q, k, v = tf.split(self.qkv(x) + qkv_bias, 3, axis=-1)
+        q, k, v = (self._split_heads(t, batch, tokens) for t in (q, k, v))
+        scores = tf.matmul(q * self.head_dim**-0.5, k, transpose_b=True)  # [B, H, N, N]
+        weights = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32)), v.dtype)
+        out = tf.transpose(tf.matmul(weights, v), [0, 2, 1, 3])  # [B, N, H, D/H]
+        return self.proj(tf.reshape(out, [batch, tokens, self.embed_dim]))
+
+    def _split_heads(self, t, batch, tokens):
+        t = tf.reshape(t, [batch, tokens, self.num_heads, self.head_dim])
+        return tf.transpose(t, [0, 2, 1, 3])  # [B, H, N, D/H]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "embed_dim": self.embed_dim, "num_heads": self.num_heads}
+
+
+@_SERIALIZABLE
+class Mlp(keras.layers.Layer):
+    """``fc2(GELU(fc1(x)))``: ``[B, N, D] -> [B, N, D]`` through a hidden width ``mlp_dim``."""
+
+    def __init__(self, embed_dim: int, mlp_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.embed_dim = int(embed_dim)
+        self.mlp_dim = int(mlp_dim)
+        self.fc1 = keras.layers.Dense(mlp_dim, name="fc1", dtype=self.dtype_policy)
+        self.fc2 = keras.layers.Dense(embed_dim, name="fc2", dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.fc1.build(input_shape)
+        self.fc2.build((*input_shape[:-1], self.mlp_dim))
+
+    def call(self, x):
+        return self.fc2(gelu(self.fc1(x)))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "embed_dim": self.embed_dim, "mlp_dim": self.mlp_dim}
+
+
+@_SERIALIZABLE
+class TransformerBlock(_Float32Stream):
+    """Pre-norm block: ``x + Attn(LN1(x))``, then ``x + Mlp(LN2(x))``. ``[B, N, D]``."""
+
+    def __init__(self, embed_dim: int, num_heads: int, mlp_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.embed_dim = int(embed_dim)
+        self.num_heads = int(num_heads)
+        self.mlp_dim = int(mlp_dim)
+        self.norm1 = LayerNorm(name="norm1")
+        self.attn = Attention(embed_dim, num_heads, name="attn", dtype=self.dtype_policy)
+        self.norm2 = LayerNorm(name="norm2")
+        self.mlp = Mlp(embed_dim, mlp_dim, name="mlp", dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        for layer in (self.norm1, self.attn, self.norm2, self.mlp):
+            layer.build(input_shape)
+
+    def call(self, x):
+        x = tf.cast(x, tf.float32)
+        x = x + self._f32(self.attn(self.norm1(x)))
+        return x + self._f32(self.mlp(self.norm2(x)))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "embed_dim": self.embed_dim,
+            "num_heads": self.num_heads,
+            "mlp_dim": self.mlp_dim,
+        }
+
+
+@_SERIALIZABLE
+class GlobalToken(keras.layers.Layer):
+    """Prepend one learned token: ``[B, N, D] -> [B, 1 + N, D]``."""
+
+    def __init__(self, embed_dim: int, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.embed_dim = int(embed_dim)
+
+    def build(self, input_shape=None):
+        self.token = self.add_weight(shape=(1, 1, self.embed_dim), name="token")
+
+    def call(self, x):
+        token = tf.tile(self.token, [_dim(x, 0), 1, 1])
+        return tf.concat([token, x], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        batch, tokens, dim = input_shape
+        return (batch, None if tokens is None else tokens + 1, dim)
+
+    def get_config(self):
+        return {**super().get_config(), "embed_dim": self.embed_dim}
+
+
+# ---------------------------------------------------------------------------------------------
+# Classification head
+# ---------------------------------------------------------------------------------------------
+
+
+@_SERIALIZABLE
+class ClassificationHead(keras.layers.Layer):
+    """Finetuning head: tokens ``[B, 1 + C*P, D]`` (and the EEG, for C) -> logits ``[B, K]``.
+
+    Drop the global token; ``GELU(full_linear)`` per token; mean over channels;
+    ``GELU(channel_linear)``; mean over patches; MLP D -> D/2 -> D/4 -> K with GELUs.
+    """
+
+    def __init__(self, embed_dim: int, num_classes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.embed_dim = int(embed_dim)
+        self.num_classes = int(num_classes)
+        policy = dict(dtype=self.dtype_policy)
+        self.full_linear = keras.layers.Dense(embed_dim, name="full_linear", **policy)
+        self.channel_linear = keras.layers.Dense(embed_dim, name="channel_linear", **policy)
+        self.classifier_0 = keras.layers.Dense(embed_dim // 2, name="classifier_0", **policy)
+        self.classifier_3 = keras.layers.Dense(embed_dim // 4, name="classifier_3", **policy)
+        self.classifier_6 = keras.layers.Dense(num_classes, name="classifier_6", **policy)
+
+    def build(self, tokens_shape, eeg_shape=None):
+        dims = (self.embed_dim, self.embed_dim, self.embed_dim, self.embed_dim // 2)
+        layers = (self.full_linear, self.channel_linear, self.classifier_0, self.classifier_3)
+        for layer, dim in zip((*layers, self.classifier_6), (*dims, self.embed_dim // 4)):
+            layer.build((None, dim))
+
+    def call(self, tokens, eeg):
+        batch, channels = _dim(eeg, 0), _dim(eeg, 1)
+        x = gelu(self.full_linear(tokens[:, 1:]))
+        x = tf.reshape(x, [batch, channels, -1, self.embed_dim])
+        x = gelu(self.channel_linear(tf.reduce_mean(x, axis=1)))  # [B, P, D]
+        x = tf.reduce_mean(x, axis=1)  # [B, D]
+        x = gelu(self.classifier_0(x))
+        x = gelu(self.classifier_3(x))
+        return tf.cast(self.classifier_6(x), tf.float32)
+
+    def compute_output_shape(self, tokens_shape, eeg_shape=None):
+        return (tokens_shape[0], self.num_classes)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "embed_dim": self.embed_dim,
+            "num_classes": self.num_classes,
+        }

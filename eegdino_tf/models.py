@@ -1,0 +1,256 @@
+"""EEG-DINO as Keras models: the encoder backbone, the classifier, and their loaders.
+
+How the data moves through :class:`EEGDinoEncoder` (B batch, C channels, T samples at 200 Hz,
+P = T / 200 one-second patches, D width):
+
+1. ``eeg`` ``[B, C, T]`` raw microvolts -> :class:`EEGInput` checks the shape and values and
+   multiplies by ``input_scale`` (0.01: the model was trained on microvolts / 100).
+2. :class:`PatchEmbedding` cuts each channel into P patches of 200 samples (N = C * P
+   tokens, channel-major) and sums three views of every patch: a temporal conv stack
+   (3 x Conv -> GroupNorm over the whole example -> GELU), a linear map of its DFT magnitude,
+   and the embedding of its channel slot; a depthwise conv along the patch axis adds time
+   information. ``[B, N, D]``.
+3. ``depth`` pre-norm :class:`TransformerBlock` s (8-head attention with q/v biases, GELU MLP);
+   after the first one, :class:`GlobalToken` prepends a learned token. ``[B, 1 + N, D]``.
+
+:class:`EEGDinoClassifier` runs the encoder and its :class:`ClassificationHead`
+(``[B, num_classes]`` logits).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import keras
+
+from eegdino_tf import weights as W
+from eegdino_tf.config import EEGDinoConfig, get_config
+from eegdino_tf.errors import WeightsError
+from eegdino_tf.layers import (
+    ClassificationHead,
+    EEGInput,
+    GlobalToken,
+    PatchEmbedding,
+    TransformerBlock,
+)
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+_SERIALIZABLE = keras.saving.register_keras_serializable(package="eegdino_tf")
+
+
+def _policy(precision: str) -> keras.DTypePolicy:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return keras.DTypePolicy(precision)
+
+
+@_SERIALIZABLE
+class EEGDinoEncoder(keras.Model):
+    """EEG-DINO encoder: raw microvolts ``[B, C, T]`` -> tokens ``[B, 1 + C*T/200, D]``.
+
+    Token 0 is the global token. Arguments mirror :class:`~eegdino_tf.EEGDinoConfig`, plus
+    ``partial_patch`` and ``check_finite`` (see :class:`EEGInput`) and ``precision``
+    (``"float32"``, ``"mixed_float16"`` or ``"mixed_bfloat16"``; outputs stay float32).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        depth: int,
+        num_heads: int = 8,
+        mlp_dim: int = 512,
+        conv_channels: tuple[int, int, int] = (25, 25, 25),
+        norm_groups: int = 5,
+        input_scale: float = 0.01,
+        partial_patch: str = "error",
+        check_finite: bool = True,
+        precision: str = "float32",
+        name: str = "eegdino_encoder",
+        **kwargs: Any,
+    ):
+        config = EEGDinoConfig(
+            embed_dim, depth, num_heads, mlp_dim, tuple(conv_channels), norm_groups, input_scale
+        )
+        policy = _policy(precision)
+        eeg = keras.Input(shape=(None, None), name="eeg")
+        x = EEGInput(input_scale, partial_patch, check_finite, name="eeg_input")(eeg)
+        x = PatchEmbedding(
+            embed_dim, config.conv_channels, norm_groups, name="patch_embedding", dtype=policy
+        )(x)
+        for i in range(depth):
+            x = TransformerBlock(
+                embed_dim, num_heads, mlp_dim, name=f"encoder_layer_{i}", dtype=policy
+            )(x)
+            if i == 0:
+                x = GlobalToken(embed_dim, name="global_token")(x)
+        super().__init__(inputs=eeg, outputs=x, name=name, **kwargs)
+        self.config = config
+        self.depth = depth
+        self.embed_dim = embed_dim
+        self.partial_patch = partial_patch
+        self.check_finite = check_finite
+        self.precision = precision
+
+    def get_config(self) -> dict[str, Any]:
+        config = self.config.to_dict()
+        config.pop("name")
+        return {
+            **config,
+            "partial_patch": self.partial_patch,
+            "check_finite": self.check_finite,
+            "precision": self.precision,
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> EEGDinoEncoder:
+        return cls(**config)
+
+
+@_SERIALIZABLE
+class EEGDinoClassifier(keras.Model):
+    """Encoder + finetuning head: raw microvolts ``[B, C, T]`` -> logits ``[B, num_classes]``.
+
+    The encoder is the nested model ``classifier.encoder`` (freeze it with
+    ``classifier.encoder.trainable = False`` for linear probing).
+    """
+
+    def __init__(
+        self, encoder: EEGDinoEncoder, num_classes: int, name: str = "eegdino_classifier", **kwargs
+    ):
+        eeg = keras.Input(shape=(None, None), name="eeg")
+        head = ClassificationHead(
+            encoder.embed_dim, num_classes, name="head", dtype=_policy(encoder.precision)
+        )
+        logits = head(encoder(eeg), eeg)
+        super().__init__(inputs=eeg, outputs=logits, name=name, **kwargs)
+        self.encoder = encoder
+        self.head = head
+        self.num_classes = num_classes
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "num_classes": self.num_classes,
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> EEGDinoClassifier:
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**config)
+
+
+def build_encoder(
+    config: EEGDinoConfig | str = "small",
+    *,
+    precision: str = "float32",
+    partial_patch: str = "error",
+    check_finite: bool = True,
+    **overrides: Any,
+) -> EEGDinoEncoder:
+    """An encoder with freshly initialised (not pretrained) weights.
+
+    ``config`` is a preset name (``"small"``, ``"medium"``, ``"large"``) or an
+    :class:`EEGDinoConfig`; ``overrides`` change config fields (e.g. ``num_heads=16``).
+    """
+    cfg = get_config(config, **overrides).to_dict()
+    cfg.pop("name")
+    return EEGDinoEncoder(
+        **cfg, partial_patch=partial_patch, check_finite=check_finite, precision=precision
+    )
+
+
+def build_classifier(
+    config: EEGDinoConfig | str = "small",
+    num_classes: int = 2,
+    *,
+    precision: str = "float32",
+    partial_patch: str = "error",
+    check_finite: bool = True,
+    **overrides: Any,
+) -> EEGDinoClassifier:
+    """A classifier (encoder + head) with freshly initialised weights."""
+    encoder = build_encoder(
+        config,
+        precision=precision,
+        partial_patch=partial_patch,
+        check_finite=check_finite,
+        **overrides,
+    )
+    return EEGDinoClassifier(encoder, num_classes)
+
+
+def _read(path: str | os.PathLike, config: EEGDinoConfig | str | None, overrides: dict):
+    normalized = W.normalize_state_dict(W.read_tensors(path))
+    if config is None:
+        cfg = W.infer_config(normalized.tensors, **overrides)
+    else:
+        cfg = get_config(config, **overrides)
+    return normalized, cfg
+
+
+def load_encoder(
+    path: str | os.PathLike,
+    *,
+    config: EEGDinoConfig | str | None = None,
+    precision: str = "float32",
+    partial_patch: str = "error",
+    check_finite: bool = True,
+    **overrides: Any,
+) -> EEGDinoEncoder:
+    """Load an encoder from a ``.safetensors`` (any supported layout) or ``.pt`` file.
+
+    The shape is read off the tensors unless ``config`` is given; ``overrides`` change config
+    fields (``norm_groups=4``, ``num_heads=16``...). A classifier file loads its encoder and
+    ignores the head. Loading is strict: see :func:`eegdino_tf.weights.assign_weights`.
+    """
+    normalized, cfg = _read(path, config, overrides)
+    encoder = build_encoder(
+        cfg, precision=precision, partial_patch=partial_patch, check_finite=check_finite
+    )
+    W.assign_weights(W.encoder_weight_map(encoder), normalized, ignore_head=True)
+    return encoder
+
+
+def load_classifier(
+    path: str | os.PathLike,
+    *,
+    config: EEGDinoConfig | str | None = None,
+    precision: str = "float32",
+    partial_patch: str = "error",
+    check_finite: bool = True,
+    **overrides: Any,
+) -> EEGDinoClassifier:
+    """Load a finetuned classifier (encoder + head) from a weight file; see :func:`load_encoder`.
+
+    The number of classes is read from the last head layer.
+    """
+    normalized, cfg = _read(path, config, overrides)
+    if not normalized.has_head:
+        raise WeightsError(
+            f"{path} holds an encoder without a classification head (no 'full_linear', "
+            "'classifier.*' or 'final_layer.*' keys); use load_encoder, or build_classifier "
+            "and train the head"
+        )
+    num_classes = normalized.tensors.get("classifier.6.weight")
+    if num_classes is None:
+        raise WeightsError("missing key 'classifier.6.weight' (the head's last layer)")
+    model = build_classifier(
+        cfg,
+        num_classes=int(num_classes.shape[0]),
+        precision=precision,
+        partial_patch=partial_patch,
+        check_finite=check_finite,
+    )
+
+    def weight_map():
+        yield from W.encoder_weight_map(model.encoder)
+        yield from W.head_weight_map(model.head)
+
+    W.assign_weights(weight_map(), normalized)
+    return model
