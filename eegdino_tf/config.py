@@ -61,6 +61,21 @@ class EEGDinoConfig:
             problems.append(f"depth must be >= 1, got {self.depth}")
         if problems:
             raise ValueError("invalid EEG-DINO config: " + "; ".join(problems))
+        if self.name == "custom":
+            shape = self._shape()
+            name = next((n for n, p in PRESETS.items() if p._shape() == shape), "custom")
+            object.__setattr__(self, "name", name)
+
+    def _shape(self) -> tuple:
+        """The fields that fix the architecture and the weight shapes."""
+        return (
+            self.embed_dim,
+            self.depth,
+            self.num_heads,
+            self.mlp_dim,
+            self.conv_channels,
+            self.norm_groups,
+        )
 
     def replace(self, **overrides: Any) -> EEGDinoConfig:
         """A copy with some fields changed (unknown names are an error)."""

@@ -62,11 +62,21 @@ def _dim(x: tf.Tensor, axis: int) -> int | tf.Tensor:
     return static if static is not None else tf.shape(x)[axis]
 
 
-def _standardize(x: tf.Tensor, axes: list[int]) -> tf.Tensor:
+def _mean(x: tf.Tensor, axes: list[list[int]]) -> tf.Tensor:
+    """Mean over several axis groups, one group after the other.
+
+    Summing thousands of float32 values in one reduction loses digits (and how many depends
+    on the kernel TF picks for the shape); reducing in stages keeps each sum short.
+    """
+    for group in axes:
+        x = tf.reduce_mean(x, axis=group, keepdims=True)
+    return x
+
+
+def _standardize(x: tf.Tensor, axes: list[list[int]]) -> tf.Tensor:
     """``(x - mean) / sqrt(var + eps)`` over ``axes``, with the two-pass (exact) variance."""
-    mean = tf.reduce_mean(x, axis=axes, keepdims=True)
-    centered = x - mean
-    variance = tf.reduce_mean(tf.square(centered), axis=axes, keepdims=True)
+    centered = x - _mean(x, axes)
+    variance = _mean(tf.square(centered), axes)
     return centered * tf.math.rsqrt(variance + EPSILON)
 
 
@@ -199,7 +209,7 @@ class LayerNorm(keras.layers.Layer):
         self.beta = self.add_weight(shape=(dim,), initializer="zeros", name="beta")
 
     def call(self, x):
-        return _standardize(x, [-1]) * self.gamma + self.beta
+        return _standardize(x, [[-1]]) * self.gamma + self.beta
 
 
 @_SERIALIZABLE
@@ -220,7 +230,7 @@ class GroupNorm(keras.layers.Layer):
     def call(self, x):
         batch, height, width, channels = (_dim(x, i) for i in range(4))
         grouped = tf.reshape(x, [batch, height, width, self.groups, channels // self.groups])
-        normed = tf.reshape(_standardize(grouped, [1, 2, 4]), [batch, height, width, channels])
+        normed = tf.reshape(_standardize(grouped, [[2, 4], [1]]), [batch, height, width, channels])
         return normed * self.gamma + self.beta
 
     def get_config(self):

@@ -1,0 +1,60 @@
+"""The encoder and classifier equal the PyTorch reference to float32 rounding."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+from conftest import CASES, OVERRIDES, fixture_path, load_io, nrmse
+
+import eegdino_tf
+
+TOLERANCE = 2e-6
+
+
+@functools.lru_cache(maxsize=None)
+def encoder(model: str):
+    return eegdino_tf.load_encoder(fixture_path(f"{model}_encoder.safetensors"), **OVERRIDES[model])
+
+
+@functools.lru_cache(maxsize=None)
+def classifier(model: str):
+    path = fixture_path(f"{model}_classifier.safetensors")
+    return eegdino_tf.load_classifier(path, **OVERRIDES[model])
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("model", ["tiny", "small", "medium2"])
+def test_encoder_tokens_match_reference(model, case):
+    io = load_io(model)
+    tokens = encoder(model)(io["raw_uv" + case]).numpy()
+    assert tokens.shape == io["tokens" + case].shape
+    assert nrmse(tokens, io["tokens" + case]) <= TOLERANCE
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("model", ["tiny", "small"])
+def test_classifier_logits_match_reference(model, case):
+    io = load_io(model)
+    logits = classifier(model)(io["raw_uv" + case]).numpy()
+    assert logits.shape == io["logits" + case].shape
+    assert nrmse(logits, io["logits" + case]) <= TOLERANCE
+
+
+@pytest.mark.parametrize("model", ["tiny", "small"])
+def test_encoder_from_classifier_file_matches_reference(model):
+    """``load_encoder`` on a finetuned classifier file loads its encoder, ignoring the head."""
+    io = load_io(model)
+    path = fixture_path(f"{model}_classifier.safetensors")
+    tokens = eegdino_tf.load_encoder(path, **OVERRIDES[model])(io["raw_uv_b1"]).numpy()
+    assert nrmse(tokens, io["tokens_b1"]) <= TOLERANCE
+
+
+def test_size_and_depth_are_read_from_the_tensors():
+    small = encoder("small")
+    assert (small.config.name, small.config.embed_dim, small.config.depth) == ("small", 200, 12)
+    assert small.config.norm_groups == 5 and small.config.num_heads == 8
+    params = small.count_params()
+    assert 4.2e6 < params < 4.6e6, params
+    assert np.isclose(encoder("tiny").config.mlp_dim, 128)
