@@ -101,6 +101,30 @@ class _Float32Stream(keras.layers.Layer):
 # ---------------------------------------------------------------------------------------------
 
 
+EXPECTED_EEG = (
+    f"expected raw EEG in microvolts shaped [batch, channels, samples] with 1..{MAX_CHANNELS}"
+    f" channels and samples a positive multiple of {PATCH_SIZE} (1 s patches at 200 Hz)"
+)
+
+
+def check_eeg_shape(shape, partial_patch: str = "error") -> None:
+    """Raise :class:`InputError` unless ``shape`` fits the model (unknown dims pass)."""
+    shape = tf.TensorShape(shape)
+    if shape.rank != 3:
+        raise InputError(f"EEG input has shape {shape} (rank {shape.rank}); {EXPECTED_EEG}")
+    channels, samples = shape[1], shape[2]
+    if channels is not None and not 1 <= channels <= MAX_CHANNELS:
+        raise InputError(f"EEG input has {channels} channels; {EXPECTED_EEG}")
+    if samples is not None:
+        if samples < PATCH_SIZE and not (partial_patch == "pad" and samples > 0):
+            raise InputError(f"EEG input has {samples} samples; {EXPECTED_EEG}")
+        if samples % PATCH_SIZE and partial_patch == "error":
+            raise InputError(
+                f"EEG input has {samples} samples, not a multiple of {PATCH_SIZE}; "
+                f"{EXPECTED_EEG}; or build the model with partial_patch='pad' or 'crop'"
+            )
+
+
 @_SERIALIZABLE
 class EEGInput(keras.layers.Layer):
     """Check raw microvolts ``[B, C, T]`` and scale them: ``[B, C, T'] * input_scale``.
@@ -140,31 +164,15 @@ class EEGInput(keras.layers.Layer):
         return x * self.input_scale
 
     def _check_shape(self, x: tf.Tensor) -> None:
-        expected = (
-            f"expected raw EEG in microvolts shaped [batch, channels, samples] with 1..."
-            f"{MAX_CHANNELS} channels and samples a positive multiple of {PATCH_SIZE}"
-            f" (1 s patches at 200 Hz)"
-        )
-        if x.shape.rank != 3:
-            raise InputError(f"EEG input has shape {x.shape} (rank {x.shape.rank}); {expected}")
+        check_eeg_shape(x.shape, self.partial_patch)
         channels, samples = x.shape[1], x.shape[2]
-        if channels is not None and not 1 <= channels <= MAX_CHANNELS:
-            raise InputError(f"EEG input has {channels} channels; {expected}")
-        if samples is not None:
-            if samples < PATCH_SIZE and not (self.partial_patch == "pad" and samples > 0):
-                raise InputError(f"EEG input has {samples} samples; {expected}")
-            if samples % PATCH_SIZE and self.partial_patch == "error":
-                raise InputError(
-                    f"EEG input has {samples} samples, not a multiple of {PATCH_SIZE}; "
-                    f"{expected}; or build the model with partial_patch='pad' or 'crop'"
-                )
         if None in (channels, samples) and not tf.executing_eagerly():
             # Shapes only known when the graph runs (e.g. a relaxed predict trace).
             shape = tf.shape(x)
             ok = (shape[1] >= 1) & (shape[1] <= MAX_CHANNELS) & (shape[2] >= PATCH_SIZE)
             if self.partial_patch == "error":
                 ok &= tf.equal(shape[2] % PATCH_SIZE, 0)
-            tf.debugging.assert_equal(ok, True, message=f"bad EEG input shape; {expected}")
+            tf.debugging.assert_equal(ok, True, message=f"bad EEG input shape; {EXPECTED_EEG}")
 
     @staticmethod
     def _assert_finite(x: tf.Tensor) -> tf.Tensor:

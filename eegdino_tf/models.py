@@ -33,6 +33,7 @@ from eegdino_tf.layers import (
     GlobalToken,
     PatchEmbedding,
     TransformerBlock,
+    check_eeg_shape,
 )
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -45,8 +46,16 @@ def _policy(precision: str) -> keras.DTypePolicy:
     return keras.DTypePolicy(precision)
 
 
+class _EEGModel(keras.Model):
+    """Checks the EEG shape before Keras' own input check, so errors say what EEG it wants."""
+
+    def call(self, inputs, training=None, mask=None):
+        check_eeg_shape(getattr(inputs, "shape", None), self.partial_patch)
+        return super().call(inputs, training=training, mask=mask)
+
+
 @_SERIALIZABLE
-class EEGDinoEncoder(keras.Model):
+class EEGDinoEncoder(_EEGModel):
     """EEG-DINO encoder: raw microvolts ``[B, C, T]`` -> tokens ``[B, 1 + C*T/200, D]``.
 
     Token 0 is the global token. Arguments mirror :class:`~eegdino_tf.EEGDinoConfig`, plus
@@ -110,7 +119,7 @@ class EEGDinoEncoder(keras.Model):
 
 
 @_SERIALIZABLE
-class EEGDinoClassifier(keras.Model):
+class EEGDinoClassifier(_EEGModel):
     """Encoder + finetuning head: raw microvolts ``[B, C, T]`` -> logits ``[B, num_classes]``.
 
     The encoder is the nested model ``classifier.encoder`` (freeze it with
@@ -128,6 +137,7 @@ class EEGDinoClassifier(keras.Model):
         super().__init__(inputs=eeg, outputs=logits, name=name, **kwargs)
         self.encoder = encoder
         self.head = head
+        self.partial_patch = encoder.partial_patch
         self.num_classes = num_classes
 
     def get_config(self) -> dict[str, Any]:

@@ -1,0 +1,89 @@
+"""Wrong shapes and bad values give a ValueError that says what is wrong and what is expected."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import TINY, load_io, nrmse
+
+import eegdino_tf
+from eegdino_tf import InputError
+
+TINY_ENCODER = TINY / "tiny_encoder.safetensors"
+
+
+@functools.lru_cache(maxsize=None)
+def encoder(partial_patch: str = "error"):
+    return eegdino_tf.load_encoder(TINY_ENCODER, norm_groups=4, partial_patch=partial_patch)
+
+
+def eeg(batch=1, channels=19, samples=2000):
+    return np.random.default_rng(0).normal(0, 30, (batch, channels, samples)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((19, 2000), "rank 2"),
+        ((1, 1, 19, 2000), "rank 4"),
+        ((1, 20, 2000), "has 20 channels"),
+        ((1, 0, 2000), "has 0 channels"),
+        ((1, 19, 2050), "2050 samples, not a multiple of 200"),
+        ((1, 19, 150), "150 samples"),
+    ],
+)
+def test_bad_shapes_are_value_errors_naming_the_problem(shape, message):
+    with pytest.raises(ValueError, match=message) as err:
+        encoder()(np.zeros(shape, np.float32))
+    assert "expected raw EEG in microvolts shaped [batch, channels, samples]" in str(err.value)
+    assert isinstance(err.value, InputError)
+
+
+def test_bad_shape_in_predict_is_a_value_error():
+    with pytest.raises(ValueError, match="has 23 channels"):
+        encoder().predict(eeg(2, 23), verbose=0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_input_is_an_error(bad):
+    x = eeg()
+    x[0, 3, 17] = bad
+    with pytest.raises(InputError, match="NaN or Inf"):
+        encoder()(x)
+
+
+def test_non_finite_input_in_predict_is_an_error():
+    x = eeg(2)
+    x[1, 0, 5] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="EEG input contains NaN or Inf"):
+        encoder().predict(x, verbose=0)
+
+
+def test_check_finite_off_lets_nan_through():
+    model = eegdino_tf.load_encoder(TINY_ENCODER, norm_groups=4, check_finite=False)
+    x = eeg()
+    x[0, 0, 0] = np.nan
+    assert np.isnan(model(x).numpy()).any()
+
+
+def test_pad_zero_pads_the_last_patch():
+    x = eeg(samples=1900)
+    padded = np.pad(x, [(0, 0), (0, 0), (0, 100)])
+    expected = encoder()(padded).numpy()
+    assert nrmse(encoder("pad")(x).numpy(), expected) <= 1e-6
+
+
+def test_crop_drops_the_partial_patch():
+    x = eeg(samples=2150)
+    expected = encoder()(x[:, :, :2000]).numpy()
+    assert nrmse(encoder("crop")(x).numpy(), expected) <= 1e-6
+
+
+def test_fewer_channels_use_the_first_slots():
+    io = load_io("tiny")
+    out = encoder()(io["raw_uv_c16"]).numpy()
+    assert out.shape == (2, 1 + 16 * 15, 64)
+    assert nrmse(out, io["tokens_c16"]) <= 2e-6

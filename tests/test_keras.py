@@ -1,0 +1,107 @@
+"""The models behave as Keras models: eager, tf.function, XLA, predict, fit, .keras files."""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import TINY, load_io, nrmse
+
+import eegdino_tf
+
+AGREE = 1e-6
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_encoder():
+    return eegdino_tf.load_encoder(TINY / "tiny_encoder.safetensors", norm_groups=4)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_classifier():
+    return eegdino_tf.load_classifier(TINY / "tiny_classifier.safetensors", norm_groups=4)
+
+
+@pytest.mark.parametrize("kind", ["encoder", "classifier"])
+def test_eager_function_xla_and_predict_agree(kind):
+    model = tiny_encoder() if kind == "encoder" else tiny_classifier()
+    io = load_io("tiny")
+    x = io["raw_uv"]
+    eager = model(x).numpy()
+    traced = tf.function(model)(tf.constant(x)).numpy()
+    xla = tf.function(model, jit_compile=True)(tf.constant(x)).numpy()
+    predicted = model.predict(x, batch_size=2, verbose=0)
+    for other in (traced, xla, predicted):
+        assert nrmse(other, eager) <= AGREE
+    expected = io["tokens" if kind == "encoder" else "logits"]
+    assert nrmse(eager, expected) <= 2e-6
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 4, 7])
+def test_predict_any_batch_size(batch_size):
+    io = load_io("tiny")
+    x = np.concatenate([io["raw_uv"], io["raw_uv_b1"]])  # 4 examples
+    expected = np.concatenate([io["tokens"], io["tokens_b1"]])
+    assert nrmse(tiny_encoder().predict(x, batch_size=batch_size, verbose=0), expected) <= 2e-6
+
+
+def test_compiled_with_jit_predict_matches():
+    model = eegdino_tf.load_encoder(TINY / "tiny_encoder.safetensors", norm_groups=4)
+    model.compile(jit_compile=True)
+    io = load_io("tiny")
+    assert nrmse(model.predict(io["raw_uv"], verbose=0), io["tokens"]) <= 2e-6
+
+
+def test_predict_on_tf_data():
+    io = load_io("tiny")
+    data = tf.data.Dataset.from_tensor_slices(io["raw_uv"]).batch(2)
+    assert nrmse(tiny_encoder().predict(data, verbose=0), io["tokens"]) <= 2e-6
+
+
+@pytest.mark.parametrize("kind", ["encoder", "classifier"])
+def test_keras_file_round_trip_is_identical(tmp_path, kind):
+    model = tiny_encoder() if kind == "encoder" else tiny_classifier()
+    path = tmp_path / f"{kind}.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded) is type(model)
+    x = load_io("tiny")["raw_uv_c16"]
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+
+
+def test_fit_trains_the_classifier_head():
+    keras.utils.set_random_seed(0)
+    io = load_io("tiny")
+    model = eegdino_tf.load_classifier(TINY / "tiny_classifier.safetensors", norm_groups=4)
+    model.encoder.trainable = False
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    y = np.array([0, 1, 2])
+    encoder_before = [w.numpy().copy() for w in model.encoder.weights]
+    first = model.evaluate(io["raw_uv"], y, verbose=0)
+    model.fit(io["raw_uv"], y, epochs=15, batch_size=3, verbose=0)
+    assert model.evaluate(io["raw_uv"], y, verbose=0) < 0.5 * first
+    for before, after in zip(encoder_before, model.encoder.weights):
+        np.testing.assert_array_equal(before, after.numpy())
+
+
+@pytest.mark.parametrize(
+    "preset, params", [("small", 4.4e6), ("medium", 33e6), ("large", 200e6)]
+)
+def test_presets_have_the_published_sizes(preset, params):
+    config = eegdino_tf.get_config(preset)
+    assert config.num_heads == 8
+    if preset == "large":  # building large costs a few seconds; count from shapes instead
+        d, f = config.embed_dim, config.mlp_dim
+        count = config.depth * (4 * d * d + 2 * d * f + 9 * d + f)
+        assert abs(count - params) / params < 0.1
+        return
+    model = eegdino_tf.build_encoder(preset)
+    assert abs(model.count_params() - params) / params < 0.1
+    out = model(np.zeros((1, 2, 400), np.float32))
+    assert out.shape == (1, 1 + 2 * 2, config.embed_dim)
