@@ -5,45 +5,47 @@ Quick use::
     import eegdino_tf
     encoder = eegdino_tf.load_encoder("eeg_dino_small.safetensors")
     tokens = encoder.predict(eeg_microvolts)  # [B, C, T] -> [B, 1 + C*T/200, D]
+
+TensorFlow is imported on first use of a model name, so ``eegdino_tf.errors`` and the CLI's
+``--help`` stay fast.
 """
 
+import importlib
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from eegdino_tf.config import PRESETS, EEGDinoConfig, get_config  # noqa: E402
-from eegdino_tf.errors import (  # noqa: E402
-    CheckpointError,
-    EEGDinoError,
-    InputError,
-    RecordingError,
-    WeightsError,
-)
-from eegdino_tf.models import (  # noqa: E402
-    EEGDinoClassifier,
-    EEGDinoEncoder,
-    build_classifier,
-    build_encoder,
-    load_classifier,
-    load_encoder,
-)
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "PRESETS",
-    "CheckpointError",
-    "EEGDinoClassifier",
-    "EEGDinoConfig",
-    "EEGDinoEncoder",
-    "EEGDinoError",
-    "InputError",
-    "RecordingError",
-    "WeightsError",
-    "__version__",
-    "build_classifier",
-    "build_encoder",
-    "get_config",
-    "load_classifier",
-    "load_encoder",
-]
+_EXPORTS = {
+    "eegdino_tf.config": ("PRESETS", "EEGDinoConfig", "get_config"),
+    "eegdino_tf.errors": (
+        "CheckpointError",
+        "EEGDinoError",
+        "InputError",
+        "RecordingError",
+        "WeightsError",
+    ),
+    "eegdino_tf.models": (
+        "EEGDinoClassifier",
+        "EEGDinoEncoder",
+        "build_classifier",
+        "build_encoder",
+        "load_classifier",
+        "load_encoder",
+    ),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = ["__version__", *_WHERE]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    if name in ("weights", "layers", "models", "config", "checkpoint", "export", "recording"):
+        return importlib.import_module(f"eegdino_tf.{name}")
+    raise AttributeError(f"module 'eegdino_tf' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -12,7 +12,9 @@ import importlib
 import os
 import sys
 
-from eegdino_tf.errors import EEGDinoError
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
+
+from eegdino_tf.errors import EEGDinoError  # noqa: E402
 
 # Sub-command modules, in the order ``--help`` lists them.
 COMMANDS = (
@@ -42,7 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -346,6 +346,46 @@ class ChannelEmbedding(keras.layers.Layer):
 
 
 @_SERIALIZABLE
+class TimeEncoding(keras.layers.Layer):
+    """Depthwise conv along the patch axis, kernel 5, padding 2, with bias:
+    ``[B, C, P, D] -> [B, C, P, D]``.
+
+    Written as five shifted multiply-adds: the same numbers as ``DepthwiseConv2D``, which TF's
+    grappler remapper fails to fuse with the residual add (it logs errors on every trace).
+    The kernel keeps ``DepthwiseConv2D``'s ``[1, 5, D, 1]`` layout.
+    """
+
+    def __init__(self, embed_dim: int, kernel_size: int = 5, **kwargs):
+        super().__init__(**kwargs)
+        self.embed_dim = int(embed_dim)
+        self.kernel_size = int(kernel_size)
+
+    def build(self, input_shape=None):
+        shape = (1, self.kernel_size, self.embed_dim, 1)
+        self.kernel = self.add_weight(shape=shape, name="kernel")
+        self.bias = self.add_weight(shape=(self.embed_dim,), initializer="zeros", name="bias")
+
+    def call(self, e):
+        half = self.kernel_size // 2
+        padded = tf.pad(e, [[0, 0], [0, 0], [half, half], [0, 0]])
+        patches = _dim(e, 2)
+        out = self.bias
+        for k in range(self.kernel_size):
+            out = out + padded[:, :, k : k + patches, :] * self.kernel[0, k, :, 0]
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "embed_dim": self.embed_dim,
+            "kernel_size": self.kernel_size,
+        }
+
+
+@_SERIALIZABLE
 class PatchEmbedding(_Float32Stream):
     """Raw patches to tokens: ``[B, C, T] (scaled) -> [B, C*P, D]``.
 
@@ -370,9 +410,7 @@ class PatchEmbedding(_Float32Stream):
         self.spectrum = PatchSpectrum(name="spectrum")
         self.spectral_proj = keras.layers.Dense(embed_dim, name="spectral_proj", **policy)
         self.channel_embedding = ChannelEmbedding(embed_dim, name="channel_embedding", **policy)
-        self.time_encoding = keras.layers.DepthwiseConv2D(
-            (1, 5), padding="same", name="time_encoding", **policy
-        )
+        self.time_encoding = TimeEncoding(embed_dim, name="time_encoding", **policy)
 
     def build(self, input_shape):
         batch = input_shape[0]

@@ -1,0 +1,220 @@
+"""Convert released EEG-DINO checkpoints (``.pt``) to float32 safetensors, without PyTorch.
+
+``eegdino-tf convert model_EEG_DINO_S.pt eeg_dino_small.safetensors`` reads the checkpoint with
+the pickle-free reader in :mod:`eegdino_tf.checkpoint`, keeps the student encoder (and a
+finetuned head, if any) under the released key names, drops pretraining-only state, and
+writes the file atomically with its detected shape and provenance in the metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from eegdino_tf import __version__
+from eegdino_tf import weights as W
+from eegdino_tf.config import EEGDinoConfig
+from eegdino_tf.errors import EEGDinoError
+from eegdino_tf.files import atomic_output
+
+#: Output layouts: the released key names, or the eegdino-rs converter's layout.
+LAYOUTS = ("released", "rs")
+
+#: The released checkpoints and the names ``--all`` gives their conversions.
+RELEASED_FILES = {
+    "model_EEG_DINO_S.pt": "eeg_dino_small.safetensors",
+    "model_EEG_DINO_M.pt": "eeg_dino_medium.safetensors",
+    "model_EEG_DINO_L.pt": "eeg_dino_large.safetensors",
+}
+
+
+@dataclasses.dataclass
+class ConversionReport:
+    """What one conversion read, kept, dropped and wrote.
+
+    Attributes:
+        source: the checkpoint read.
+        output: the safetensors file written.
+        layout: the layout written (``"released"`` or ``"rs"``).
+        source_layout: the layout detected in the checkpoint (e.g. ``"pretraining"``).
+        config: the model shape read off the tensors (``config.name`` is the size).
+        has_head: whether a finetuned classification head was kept.
+        kept: number of tensors written.
+        dropped: checkpoint keys left out, each with the reason.
+    """
+
+    source: Path
+    output: Path
+    layout: str
+    source_layout: str
+    config: EEGDinoConfig
+    has_head: bool
+    kept: int
+    dropped: dict[str, str]
+
+    def summary(self) -> str:
+        """A few human-readable lines: detected model, what was kept and dropped, and why."""
+        cfg = self.config
+        size = "custom-size" if cfg.name == "custom" else cfg.name
+        head = "with a classification head" if self.has_head else "no classification head"
+        lines = [
+            f"{self.source} -> {self.output}",
+            f"  detected: {size} encoder (D={cfg.embed_dim}, {cfg.depth} layers, "
+            f"FFN {cfg.mlp_dim}, conv {'/'.join(map(str, cfg.conv_channels))}), "
+            f"{self.source_layout} layout, {head}",
+            f"  kept: {self.kept} tensors, written as float32 in the {self.layout} layout",
+            f"  dropped: {len(self.dropped)} tensors",
+        ]
+        by_reason = collections.defaultdict(list)
+        for key, reason in self.dropped.items():
+            by_reason[reason].append(key)
+        lines += [
+            f"    {len(keys)} x {reason}, e.g. {keys[0]}" for reason, keys in by_reason.items()
+        ]
+        return "\n".join(lines)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def convert_checkpoint(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    layout: str = "released",
+    force: bool = False,
+) -> ConversionReport:
+    """Convert one checkpoint to a float32 safetensors file; see the module doc.
+
+    ``input_path`` is a ``torch.save`` checkpoint (``.pt``/``.pth``) or any weight file
+    :func:`eegdino_tf.weights.read_tensors` reads. ``layout="rs"`` writes the eegdino-rs
+    layout (encoder only). An existing output is an error unless ``force`` is true; the
+    output is written atomically.
+    """
+    if layout not in LAYOUTS:
+        raise EEGDinoError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+    source, output = Path(input_path), Path(output_path)
+    normalized = W.normalize_state_dict(W.read_tensors(source))
+    config = W.infer_config(normalized.tensors)
+    if layout == "rs" and normalized.has_head:
+        raise EEGDinoError(
+            f"{source} holds a classification head, but the rs layout is defined for the "
+            "encoder only; convert it with layout 'released'"
+        )
+    tensors = normalized.tensors if layout == "released" else W.to_rs_layout(normalized.tensors)
+    tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+    metadata = {
+        "size": config.name,
+        "layers": str(config.depth),
+        "embed_dim": str(config.embed_dim),
+        "has_head": str(normalized.has_head).lower(),
+        "layout": layout,
+        "source": source.name,
+        "source_sha256": _sha256(source),
+        "converter": f"eegdino-tf {__version__}",
+    }
+    with atomic_output(output, force=force) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return ConversionReport(
+        source=source,
+        output=output,
+        layout=layout,
+        source_layout=normalized.layout,
+        config=config,
+        has_head=normalized.has_head,
+        kept=len(tensors),
+        dropped=dict(normalized.dropped),
+    )
+
+
+def convert_all(
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    layout: str = "released",
+    force: bool = False,
+) -> list[ConversionReport]:
+    """Convert each released checkpoint (``model_EEG_DINO_{S,M,L}.pt``) in ``input_dir``.
+
+    Outputs go to ``output_dir`` as ``eeg_dino_{small,medium,large}.safetensors``. It is an
+    error if none of the three is present.
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise EEGDinoError(f"input directory not found: {input_dir}")
+    present = [name for name in RELEASED_FILES if (input_dir / name).is_file()]
+    if not present:
+        held = sorted(p.name for p in input_dir.iterdir())
+        raise EEGDinoError(
+            f"none of the released checkpoints {list(RELEASED_FILES)} is in {input_dir} "
+            f"(it holds: {', '.join(held[:10]) or 'nothing'}{' ...' if len(held) > 10 else ''})"
+        )
+    return [
+        convert_checkpoint(
+            input_dir / name, output_dir / RELEASED_FILES[name], layout=layout, force=force
+        )
+        for name in present
+    ]
+
+
+def configure_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``convert`` sub-command to the ``eegdino-tf`` command line."""
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert released .pt checkpoints to safetensors (no PyTorch needed)",
+        description=(
+            "Convert an EEG-DINO torch.save checkpoint to float32 safetensors without PyTorch "
+            "and without running the checkpoint's pickle. Keeps the student encoder (and a "
+            "finetuned head), drops teacher, projector and loss state."
+        ),
+    )
+    parser.add_argument("input", nargs="?", help="checkpoint to convert (e.g. model_EEG_DINO_S.pt)")
+    parser.add_argument("output", nargs="?", help="safetensors file to write")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help=f"convert those of {', '.join(RELEASED_FILES)} found in --input-dir",
+    )
+    parser.add_argument("--input-dir", help="with --all: folder holding the .pt files (default .)")
+    parser.add_argument("--output-dir", help="with --all: folder to write to (default .)")
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="released",
+        help="key names and weight layout to write: released (default) or eegdino-rs's",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.all:
+        if args.input or args.output:
+            raise EEGDinoError("give either INPUT OUTPUT or --all, not both")
+        reports = convert_all(
+            args.input_dir or ".", args.output_dir or ".", layout=args.layout, force=args.force
+        )
+    else:
+        if not (args.input and args.output):
+            raise EEGDinoError(
+                "give INPUT.pt OUTPUT.safetensors, or --all --input-dir DIR --output-dir DIR"
+            )
+        if args.input_dir or args.output_dir:
+            raise EEGDinoError("--input-dir and --output-dir go with --all")
+        reports = [
+            convert_checkpoint(args.input, args.output, layout=args.layout, force=args.force)
+        ]
+    print("\n\n".join(report.summary() for report in reports))
+    return 0
