@@ -34,9 +34,7 @@ def describe_weights(path: str, **overrides: int) -> dict:
         "layout": normalized.layout,
         "size": config.name,
         "config": config.to_dict(),
-        "encoder_parameters": int(
-            sum(v.size for v in normalized.encoder_tensors().values())
-        ),
+        "encoder_parameters": int(sum(v.size for v in normalized.encoder_tensors().values())),
         "head": head,
         "num_classes": int(normalized.tensors["classifier.6.weight"].shape[0]) if head else None,
         "dropped": normalized.dropped,

@@ -51,7 +51,9 @@ class EEGDinoConfig:
                 f" ({self.conv_channels[2] * CONV_POSITIONS})"
             )
         if self.num_heads < 1 or self.embed_dim % self.num_heads:
-            problems.append(f"num_heads ({self.num_heads}) must divide embed_dim ({self.embed_dim})")
+            problems.append(
+                f"num_heads ({self.num_heads}) must divide embed_dim ({self.embed_dim})"
+            )
         if any(c % self.norm_groups for c in self.conv_channels):
             problems.append(
                 f"norm_groups ({self.norm_groups}) must divide every conv width "

@@ -602,7 +602,9 @@ class ClassificationHead(keras.layers.Layer):
     def build(self, tokens_shape, eeg_shape=None):
         dims = (self.embed_dim, self.embed_dim, self.embed_dim, self.embed_dim // 2)
         layers = (self.full_linear, self.channel_linear, self.classifier_0, self.classifier_3)
-        for layer, dim in zip((*layers, self.classifier_6), (*dims, self.embed_dim // 4)):
+        for layer, dim in zip(
+            (*layers, self.classifier_6), (*dims, self.embed_dim // 4), strict=False
+        ):
             layer.build((None, dim))
 
     def call(self, tokens, eeg):

@@ -255,7 +255,7 @@ def encoder_weight_map(encoder) -> Iterator[tuple]:
     yield "global_tokens", encoder.get_layer("global_token").token, AS_IS
     convs = (pe.temporal.conv1, pe.temporal.conv2, pe.temporal.conv3)
     norms = (pe.temporal.norm1, pe.temporal.norm2, pe.temporal.norm3)
-    for index, conv, norm in zip((0, 3, 6), convs, norms):
+    for index, conv, norm in zip((0, 3, 6), convs, norms, strict=False):
         yield f"patch_embedding.proj_in.{index}.weight", conv.kernel, CONV
         yield f"patch_embedding.proj_in.{index}.bias", conv.bias, AS_IS
         yield from _port_norm(f"patch_embedding.proj_in.{index + 1}", norm)
@@ -311,7 +311,9 @@ def assign_weights(
                 f"expected {list(expected)}"
             )
             continue
-        assignments.append((variable, value if permutation is AS_IS else value.transpose(permutation)))
+        assignments.append(
+            (variable, value if permutation is AS_IS else value.transpose(permutation))
+        )
     problems += [
         f"unexpected key {weights.source_keys.get(k, k)!r} (shape {list(v.shape)})"
         for k, v in pending.items()

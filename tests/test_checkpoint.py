@@ -51,6 +51,12 @@ class PersistentId:
     pid: tuple
 
 
+@dataclasses.dataclass(frozen=True)
+class Build:
+    obj: Any
+    state: dict
+
+
 def _emit(obj: Any, out: bytearray) -> None:
     if isinstance(obj, Global):
         out += f"c{obj.module}\n{obj.name}\n".encode()
@@ -61,6 +67,10 @@ def _emit(obj: Any, out: bytearray) -> None:
     elif isinstance(obj, PersistentId):
         _emit(obj.pid, out)
         out += b"Q"
+    elif isinstance(obj, Build):
+        _emit(obj.obj, out)
+        _emit(obj.state, out)
+        out += b"b"
     elif isinstance(obj, bool):
         out += b"\x88" if obj else b"\x89"
     elif isinstance(obj, int):
@@ -203,6 +213,16 @@ def test_refused_module_is_never_imported(tmp_path, monkeypatch):
     assert "planted_module_xyz.anything" in message
     assert "planted_module_xyz" not in sys.modules
     assert not marker.exists()
+
+
+def test_pickle_cannot_alter_the_allowed_objects(tmp_path):
+    """BUILD on a storage type (to swap its dtype for ``object``) fails: they are immutable."""
+    storage_type = Build(Global("torch", "FloatStorage"), {"dtype": "O"})
+    storage = PersistentId(("storage", storage_type, "0", "cpu", 1))
+    rebuild = Global("torch._utils", "_rebuild_tensor_v2")
+    pickled = dumps({"w": Call(rebuild, (storage, 0, (1,), (1,)))})
+    path = write_checkpoint(tmp_path / "tamper.pt", pickled, {"0": bytes(8)})
+    assert "malformed checkpoint (AttributeError" in error_of(path)
 
 
 # ---------------------------------------------------------------------------------------------

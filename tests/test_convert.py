@@ -8,11 +8,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 from conftest import CASES, OVERRIDES, TINY, nrmse
 from safetensors import safe_open
 from safetensors.numpy import load_file
+from test_checkpoint import dumps, tensor, write_checkpoint
 
 import eegdino_tf
 from eegdino_tf import cli, convert
@@ -71,6 +73,33 @@ def test_rs_layout_matches_the_eegdino_rs_fixture(tmp_path):
     expected = load_file(str(TINY / "tiny_encoder_rs_layout.safetensors"))
     assert_same_tensors(load_file(str(output)), expected)
     assert metadata(output)["layout"] == "rs"
+
+
+def test_safetensors_input_in_rs_layout_is_rewritten_released(tmp_path):
+    output = tmp_path / "released.safetensors"
+    convert_checkpoint(TINY / "tiny_encoder_rs_layout.safetensors", output)
+    assert_same_tensors(load_file(str(output)), load_file(str(TINY / "tiny_encoder.safetensors")))
+
+
+@pytest.mark.parametrize(
+    ("storage_type", "dtype"),
+    [("HalfStorage", np.float16), ("BFloat16Storage", ml_dtypes.bfloat16)],
+)
+def test_half_precision_checkpoint_is_widened_exactly(tmp_path, storage_type, dtype):
+    halves = {
+        k: v.astype(dtype) for k, v in load_file(str(TINY / "tiny_encoder.safetensors")).items()
+    }
+    state, storages = {}, {}
+    for i, (key, value) in enumerate(halves.items()):
+        strides = [s // value.itemsize for s in value.strides]
+        state[f"module.student.{key}"] = tensor(
+            str(i), storage_type, value.size, 0, value.shape, strides
+        )
+        storages[str(i)] = value.tobytes()
+    source = write_checkpoint(tmp_path / "half.pt", dumps({"state_dict": state}), storages)
+    convert_checkpoint(source, tmp_path / "out.safetensors")
+    expected = {k: v.astype(np.float32) for k, v in halves.items()}
+    assert_same_tensors(load_file(str(tmp_path / "out.safetensors")), expected)
 
 
 def test_rs_layout_refuses_a_head(tmp_path):

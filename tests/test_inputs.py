@@ -15,7 +15,7 @@ from eegdino_tf import InputError
 TINY_ENCODER = TINY / "tiny_encoder.safetensors"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def encoder(partial_patch: str = "error"):
     return eegdino_tf.load_encoder(TINY_ENCODER, norm_groups=4, partial_patch=partial_patch)
 

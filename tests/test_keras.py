@@ -15,12 +15,12 @@ import eegdino_tf
 AGREE = 1e-6
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_encoder():
     return eegdino_tf.load_encoder(TINY / "tiny_encoder.safetensors", norm_groups=4)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_classifier():
     return eegdino_tf.load_classifier(TINY / "tiny_classifier.safetensors", norm_groups=4)
 
@@ -86,13 +86,11 @@ def test_fit_trains_the_classifier_head():
     first = model.evaluate(io["raw_uv"], y, verbose=0)
     model.fit(io["raw_uv"], y, epochs=15, batch_size=3, verbose=0)
     assert model.evaluate(io["raw_uv"], y, verbose=0) < 0.5 * first
-    for before, after in zip(encoder_before, model.encoder.weights):
+    for before, after in zip(encoder_before, model.encoder.weights, strict=False):
         np.testing.assert_array_equal(before, after.numpy())
 
 
-@pytest.mark.parametrize(
-    "preset, params", [("small", 4.4e6), ("medium", 33e6), ("large", 200e6)]
-)
+@pytest.mark.parametrize("preset, params", [("small", 4.4e6), ("medium", 33e6), ("large", 200e6)])
 def test_presets_have_the_published_sizes(preset, params):
     config = eegdino_tf.get_config(preset)
     assert config.num_heads == 8

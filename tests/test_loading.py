@@ -62,14 +62,17 @@ def test_pretraining_extras_are_dropped(tmp_path, tiny):
 
 
 def test_braindecode_head_names_load(tmp_path):
-    names = {"full_linear.": "final_layer.token_proj.0.", "channel_linear.": "final_layer.time_proj.0.",
-             "classifier.": "final_layer.classifier."}
+    names = {
+        "full_linear.": "final_layer.token_proj.0.",
+        "channel_linear.": "final_layer.time_proj.0.",
+        "classifier.": "final_layer.classifier.",
+    }
     tensors = {}
     for key, value in load_file(str(TINY_CLASSIFIER)).items():
         key = key.removeprefix("encoder.")
         for ours, theirs in names.items():
             if key.startswith(ours):
-                key = theirs + key[len(ours):]
+                key = theirs + key[len(ours) :]
         tensors[key] = value
     path = write(tmp_path, tensors)
     io = load_io("tiny")

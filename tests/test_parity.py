@@ -13,12 +13,12 @@ import eegdino_tf
 TOLERANCE = 2e-6
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def encoder(model: str):
     return eegdino_tf.load_encoder(fixture_path(f"{model}_encoder.safetensors"), **OVERRIDES[model])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def classifier(model: str):
     path = fixture_path(f"{model}_classifier.safetensors")
     return eegdino_tf.load_classifier(path, **OVERRIDES[model])
