@@ -19,7 +19,7 @@ import types
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ml_dtypes
 import numpy as np
@@ -49,18 +49,18 @@ RESAVE_HINT = (
 )
 
 
-class _StorageType:
-    """What ``torch.<Name>Storage`` unpickles to: just the element dtype."""
+class _StorageType(NamedTuple):
+    """What ``torch.<Name>Storage`` unpickles to: just the element dtype (immutable)."""
 
-    def __init__(self, name: str, dtype: np.dtype) -> None:
-        self.name, self.dtype = name, dtype
+    name: str
+    dtype: np.dtype
 
 
-class _Storage:
-    """One ``data/<key>`` record, decoded to a flat array."""
+class _Storage(NamedTuple):
+    """One ``data/<key>`` record, decoded to a flat array (immutable)."""
 
-    def __init__(self, key: str, data: np.ndarray) -> None:
-        self.key, self.data = key, data
+    key: str
+    data: np.ndarray
 
 
 class _CheckpointUnpickler(pickle.Unpickler):
