@@ -23,6 +23,7 @@ import os
 from typing import Any
 
 import keras
+import numpy as np
 
 from eegdino_tf import weights as W
 from eegdino_tf.config import EEGDinoConfig, get_config
@@ -52,6 +53,17 @@ class _EEGModel(keras.Model):
     def call(self, inputs, training=None, mask=None):
         check_eeg_shape(getattr(inputs, "shape", None), self.partial_patch)
         return super().call(inputs, training=training, mask=mask)
+
+    def predict(self, x, batch_size=None, **kwargs):
+        """Keras ``predict``. Under XLA (``compile(jit_compile=True)``) a NumPy input whose
+        length is not a multiple of ``batch_size`` gets its last batch padded (and the padding
+        dropped from the output), so the compiled program is reused instead of rebuilt."""
+        size = batch_size or 32
+        if self.jit_compile and isinstance(x, np.ndarray) and len(x) > size and len(x) % size:
+            padding = np.repeat(x[-1:], size - len(x) % size, axis=0)
+            out = super().predict(np.concatenate([x, padding]), batch_size=size, **kwargs)
+            return out[: len(x)]
+        return super().predict(x, batch_size=batch_size, **kwargs)
 
 
 @_SERIALIZABLE

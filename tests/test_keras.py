@@ -55,6 +55,25 @@ def test_compiled_with_jit_predict_matches():
     assert nrmse(model.predict(io["raw_uv"], verbose=0), io["tokens"]) <= 2e-6
 
 
+def test_xla_predict_pads_the_last_batch(monkeypatch):
+    model = eegdino_tf.load_encoder(TINY / "tiny_encoder.safetensors", norm_groups=4)
+    model.compile(jit_compile=True)
+    seen = []
+    original = keras.Model.predict
+
+    def spy(self, x, batch_size=None, **kwargs):
+        seen.append(len(x))
+        return original(self, x, batch_size=batch_size, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "predict", spy)
+    io = load_io("tiny")
+    x = np.concatenate([io["raw_uv"], io["raw_uv"][:2]])  # 5 examples
+    out = model.predict(x, batch_size=2, verbose=0)
+    assert seen == [6]
+    assert out.shape == (5, 191, 64)
+    assert nrmse(out, np.concatenate([io["tokens"], io["tokens"][:2]])) <= 2e-6
+
+
 def test_predict_on_tf_data():
     io = load_io("tiny")
     data = tf.data.Dataset.from_tensor_slices(io["raw_uv"]).batch(2)
