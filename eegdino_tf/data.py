@@ -34,15 +34,17 @@ def window_dataset(
     other paths, ``mne.io.Raw`` objects); ``channels``, ``unit``, ``window``, ``stride`` and
     ``pad_tail`` mean what they mean there. Elements are float32 microvolts
     ``[C, window * 200]``, or ``(x, label)`` pairs when ``labels`` gives one label (a scalar
-    or an array, the same shape for all) per source. Every source is opened (headers only)
+    or an array, the same shape for all) per source. The dataset knows its length
+    (``len(dataset)``). Every source is opened (headers only)
     and checked here, so a bad file or a missing channel is an error now, not mid-epoch. The
     data are read lazily, a chunk at a time, on each pass.
     """
     recordings = [open_recording(source, channels=channels, unit=unit) for source in sources]
     if not recordings:
         raise RecordingError("window_dataset needs at least one source")
-    for recording in recordings:
-        recording.window_starts(window, stride, pad_tail)  # raises if too short / bad window
+    # Raises if a recording is shorter than a window or the window is invalid.
+    count = sum(len(r.window_starts(window, stride, pad_tail)) for r in recordings)
+    known_length = tf.data.experimental.assert_cardinality(count)
     n_channels = len(recordings[0].channels)
     x_spec = tf.TensorSpec([n_channels, round(float(window) * SAMPLING_RATE)], tf.float32)
     if labels is None:
@@ -52,7 +54,7 @@ def window_dataset(
                 for _, x in recording.windows(window, stride, pad_tail):
                     yield x
 
-        return tf.data.Dataset.from_generator(windows, output_signature=x_spec)
+        return tf.data.Dataset.from_generator(windows, output_signature=x_spec).apply(known_length)
 
     label_array = np.asarray(labels)
     if label_array.ndim == 0 or len(label_array) != len(recordings):
@@ -68,4 +70,5 @@ def window_dataset(
             for _, x in recording.windows(window, stride, pad_tail):
                 yield x, label
 
-    return tf.data.Dataset.from_generator(labelled, output_signature=(x_spec, y_spec))
+    dataset = tf.data.Dataset.from_generator(labelled, output_signature=(x_spec, y_spec))
+    return dataset.apply(known_length)

@@ -24,7 +24,8 @@ What happens to a recording (each step is written to :attr:`Recording.steps` and
 6. **Encode** the windows in batches with :func:`encode_recording`.
 
 No filtering or re-referencing is done: apply those (e.g. with MNE) before encoding if the
-weights expect them.
+weights expect them. Recordings with large DC offsets (BioSemi BDF files, for one) need a
+high-pass filter first: the model sees the microvolts as they are.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import collections
 import dataclasses
 import logging
 import math
+import numbers
 import os
 import re
 import sys
@@ -226,7 +228,7 @@ class Recording:
             self.steps.append(
                 f"resampled {self.sfreq:g} Hz -> {SAMPLING_RATE:g} Hz with "
                 f"scipy.signal.resample_poly (up {self.up}, down {self.down}; anti-aliased, "
-                f"streamed in {CHUNK_SECONDS:g} s chunks)"
+                "streamed in chunks)"
             )
         for line in self.steps:
             _log.info("%s", line)
@@ -303,11 +305,12 @@ class Recording:
         starts = self.window_starts(window, stride, pad_tail)
         size = _samples(window, "window", whole_seconds=True)
         end = int(starts[-1]) + size
-        tail = (
-            f"last window zero-padded by {(end - self.n_resampled) / SAMPLING_RATE:g} s"
-            if end > self.n_resampled
-            else f"{(self.n_resampled - end) / SAMPLING_RATE:g} s tail dropped"
-        )
+        if end > self.n_resampled:
+            tail = f"last window zero-padded by {(end - self.n_resampled) / SAMPLING_RATE:g} s"
+        elif end < self.n_resampled:
+            tail = f"{(self.n_resampled - end) / SAMPLING_RATE:g} s tail dropped"
+        else:
+            tail = "no tail left over"
         return (
             f"cut {len(starts)} window(s) of {window:g} s every "
             f"{window if stride is None else stride:g} s; {tail}"
@@ -366,6 +369,12 @@ def _open_edf(path: Path, bdf: bool, channels: Sequence[str] | str | None, unit:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "file contains 0 records": we pass the header only
             parsed = (edfio.read_bdf if bdf else edfio.read_edf)(header, header_encoding="latin-1")
+        # edfio parses fields when they are read: read them all here.
+        record_duration, reserved = parsed.data_record_duration, parsed.reserved
+        signals = [
+            (s.label, s.physical_dimension, s.sampling_frequency, s.digital_range, s.physical_range)
+            for s in parsed.signals
+        ]
         # Samples per record of every signal, annotation signals included (fixed header layout).
         spr_at = 256 + num_signals * 216
         per_record = [int(header[spr_at + 8 * i : spr_at + 8 * i + 8]) for i in range(num_signals)]
@@ -373,19 +382,18 @@ def _open_edf(path: Path, bdf: bool, channels: Sequence[str] | str | None, unit:
             header[256 + 16 * i : 272 + 16 * i].decode("latin-1").strip()
             for i in range(num_signals)
         ]
-    except (ValueError, IndexError) as err:
-        raise RecordingError(f"{path} is not a valid {fmt} file: {err}") from None
-    if parsed.reserved.startswith(("EDF+D", "BDF+D")):
+    except (ValueError, IndexError, ArithmeticError, NameError) as err:
+        raise RecordingError(f"{path} is not a valid {fmt} file: corrupt header ({err})") from None
+    if reserved.startswith(("EDF+D", "BDF+D")):
         raise RecordingError(
             f"{path} is a discontinuous {fmt}+D recording (gaps between data records), which "
             "cannot be cut into evenly timed windows"
         )
     ordinary = [i for i, label in enumerate(raw_labels) if label != f"{fmt} Annotations"]
-    signals = parsed.signals
-    if len(ordinary) != len(signals) or not signals:
-        raise RecordingError(f"{path} holds no signals edfio can read ({fmt} header)")
     width = 3 if bdf else 2
     record_bytes = sum(per_record) * width
+    if len(ordinary) != len(signals) or not signals or record_bytes <= 0:
+        raise RecordingError(f"{path} holds no signals edfio can read ({fmt} header)")
     available = (size - header_bytes) // record_bytes
     steps = []
     if num_records < 0:  # -1: the writer never finished the header; use what is there
@@ -396,24 +404,24 @@ def _open_edf(path: Path, bdf: bool, channels: Sequence[str] | str | None, unit:
             f"{path} is truncated or corrupt: its header declares {num_records} data records of "
             f"{record_bytes} bytes, but the file holds {size - header_bytes} bytes of data"
         )
-    labels = [s.label for s in signals]
+    labels = [label for label, *_ in signals]
     eeg = [_is_eeg_label(label) for label in labels]
     picked, names = _pick(labels, eeg, channels, str(path))
-    rates = {signals[i].sampling_frequency for i in picked}
+    rates = {signals[i][2] for i in picked}
     if len(rates) > 1:
         raise RecordingError(
             f"the picked channels of {path} have different sampling rates "
-            f"({', '.join(f'{labels[i]}: {signals[i].sampling_frequency:g} Hz' for i in picked)})"
+            f"({', '.join(f'{labels[i]}: {signals[i][2]:g} Hz' for i in picked)})"
         )
     spr = per_record[ordinary[picked[0]]]
     offsets = [sum(per_record[: ordinary[i]]) for i in picked]  # in samples within a record
-    scales, gains = [], []
+    units = [signals[i][1] if unit is None else unit for i in picked]
+    scales = [_unit_to_uv(u, labels[i]) for u, i in zip(units, picked, strict=True)]
+    gains = []
     for i in picked:
-        s = signals[i]
-        scales.append(_unit_to_uv(unit if unit is not None else s.physical_dimension, s.label))
-        (dmin, dmax), (pmin, pmax) = s.digital_range, s.physical_range
+        (dmin, dmax), (pmin, pmax) = signals[i][3], signals[i][4]
         if dmax == dmin or pmax == pmin:
-            raise RecordingError(f"channel {s.label!r} of {path} has a degenerate calibration")
+            raise RecordingError(f"channel {labels[i]!r} of {path} has a degenerate calibration")
         gain = (pmax - pmin) / (dmax - dmin)
         gains.append((gain, pmax / gain - dmax))  # physical = (digital + offset) * gain
 
@@ -437,13 +445,12 @@ def _open_edf(path: Path, bdf: bool, channels: Sequence[str] | str | None, unit:
             out[k] = (digital + shift) * gain * scales[k]
         return out
 
-    duration = num_records * parsed.data_record_duration
     steps = [
         f"read {fmt} {path.name}: {len(signals)} signal(s), {num_records} record(s) of "
-        f"{parsed.data_record_duration:g} s ({duration:g} s)",
+        f"{record_duration:g} s ({num_records * record_duration:g} s)",
         *steps,
         *_describe_pick(labels, picked, names, eeg),
-        *_describe_units([unit or signals[i].physical_dimension for i in picked], scales),
+        *_describe_units(units, scales),
     ]
     source_channels = tuple(labels[i] for i in picked)
     return Recording(names, source_channels, rates.pop(), num_records * spr, steps, reader)
@@ -580,7 +587,8 @@ def open_recording(
             source = mne.io.read_raw(path, preload=False, verbose="error")
         except Exception as err:  # MNE raises many types for unreadable files
             raise RecordingError(f"MNE cannot read {path}: {err}") from None
-    if type(source).__module__.startswith("mne.") and hasattr(source, "get_data"):
+    mne = sys.modules.get("mne")  # an mne.io.Raw exists only if mne was imported
+    if mne is not None and isinstance(source, mne.io.BaseRaw):
         if unit is not None:
             raise RecordingError("unit does not apply to an MNE Raw: MNE stores EEG in volts")
         return _open_mne(source, channels)
@@ -613,7 +621,8 @@ def encode_recording(
     Returns, for W windows: ``window_start_s`` ``[W]``, ``channels`` and ``source_channels``
     ``[C]``, ``sfreq`` (200.0), ``steps`` (what was done, one line each) and, for an encoder,
     ``global_token`` ``[W, D]`` (token 0), ``mean_token`` ``[W, D]`` (mean of the C*P patch
-    tokens) and with ``tokens=True`` ``tokens`` ``[W, 1 + C*P, D]``; for a classifier,
+    tokens) and with ``tokens=True`` ``tokens`` ``[W, 1 + C*P, D]`` (kept in memory: it grows
+    with the recording's length, unlike everything else here); for a classifier,
     ``logits`` and ``probabilities`` (softmax) ``[W, n_classes]``.
     """
     if isinstance(source, Recording):
@@ -622,7 +631,8 @@ def encode_recording(
         recording = source
     else:
         recording = open_recording(source, channels=channels, unit=unit)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    integer = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
+    if not integer or batch_size < 1:
         raise RecordingError(f"batch_size must be a positive integer, got {batch_size!r}")
     starts = recording.window_starts(window, stride, pad_tail)
     steps = [*recording.steps, recording.describe_windows(window, stride, pad_tail)]

@@ -24,6 +24,7 @@ from eegdino_tf.recording import (
 )
 
 TUH_LABELS = [f"EEG {name.upper()}-REF" for name in STANDARD_CHANNELS]
+NEW_NAMES = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}  # old -> new 10-20 names
 RNG = np.random.default_rng(1234)
 
 
@@ -56,10 +57,8 @@ def write_edf(
     annotations = None
     if extra:
         n = data.shape[1]
-        ecg = kind(RNG.standard_normal(n), sfreq, label="ECG", physical_dimension="mV",
-                   physical_range=(-5, 5))  # fmt: skip
-        eog = kind(RNG.standard_normal(2 * n), 2 * sfreq, label="EOG LOC", physical_dimension="uV",
-                   physical_range=(-9, 9))  # fmt: skip
+        ecg = kind(RNG.uniform(-5, 5, n), sfreq, label="ECG", physical_dimension="mV")
+        eog = kind(RNG.uniform(-9, 9, 2 * n), 2 * sfreq, label="EOG LOC", physical_dimension="uV")
         signals = [*signals[:3], eog, *signals[3:], ecg]
         annotations = [edfio.EdfAnnotation(1.0, None, "eyes closed")]
     (edfio.Bdf if bdf else edfio.Edf)(signals, annotations=annotations).write(path)
@@ -106,7 +105,10 @@ def test_cli_encodes_edf_like_the_model_on_the_microvolt_array(tmp_path, encoder
     argv = ["encode", str(path), "--weights", weights, "--output", str(out), "--norm-groups", "4"]
     assert cli.main([*argv, "--batch-size", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "from 'mV' to uV (x1000)" in printed and "skipped non-EEG signal(s): EOG LOC, ECG" in printed
+    assert (
+        "from 'mV' to uV (x1000)" in printed
+        and "skipped non-EEG signal(s): EOG LOC, ECG" in printed
+    )
     assert "already at 200 Hz" in printed and "cut 3 window(s) of 10 s" in printed
 
     result = np.load(out)
@@ -170,8 +172,7 @@ def test_canonical_channel_names(label, key):
 
 def test_new_names_bdf_and_order(tmp_path):
     """A BDF in new 10-20 names (T7, P8, ...) serves the default TUH-ordered list."""
-    new_names = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
-    file_order = [f"{new_names.get(name, name)}-A1" for name in reversed(STANDARD_CHANNELS)]
+    file_order = [f"{NEW_NAMES.get(name, name)}-A1" for name in reversed(STANDARD_CHANNELS)]
     data = eeg_like(19, 256 * 12, 256.0)
     path = tmp_path / "new.bdf"
     write_edf(path, data, file_order, 256.0, bdf=True)
@@ -284,14 +285,20 @@ def test_resampling_length_frequency_and_amplitude(tmp_path, sfreq, up_down):
     assert freqs[spectrum.argmax()] == pytest.approx(10.0, abs=freqs[1])
     peak = np.sqrt(2) * np.sqrt(np.mean(middle**2))
     assert peak == pytest.approx(amplitude, rel=0.01)
-    np.testing.assert_allclose(middle, amplitude * np.sin(2 * np.pi * 10 * (np.arange(1000, 11000) / 200)), atol=0.01 * amplitude)
+    np.testing.assert_allclose(
+        middle,
+        amplitude * np.sin(2 * np.pi * 10 * (np.arange(1000, 11000) / 200)),
+        atol=0.01 * amplitude,
+    )
 
 
 @pytest.mark.parametrize("sfreq", [256.0, 500.0, 1000.0, 128.0, 173.61])
 def test_chunked_resampling_equals_whole_signal(sfreq):
     n = int(sfreq * 230) + 7  # not a whole number of chunks or of resampling periods
     data = eeg_like(3, n, sfreq)
-    rec = open_recording(data, sfreq=sfreq, ch_names=["C3", "Cz", "C4"], channels=["C3", "Cz", "C4"])
+    rec = open_recording(
+        data, sfreq=sfreq, ch_names=["C3", "Cz", "C4"], channels=["C3", "Cz", "C4"]
+    )
     whole = resample_poly(data, rec.up, rec.down, axis=-1)
     chunked = np.concatenate(list(rec.resampled(chunk_seconds=7)), axis=1)
     assert chunked.shape == whole.shape
@@ -334,7 +341,10 @@ def test_short_recording_and_bad_window_errors(tmp_path, encoder, capsys):
         encode_recording(encoder, path, progress=False)
     padded = encode_recording(encoder, path, pad_tail=True, progress=False)
     assert padded["global_token"].shape == (1, 64)
-    assert encode_recording(encoder, path, window=3, progress=False)["global_token"].shape == (2, 64)
+    assert encode_recording(encoder, path, window=3, progress=False)["global_token"].shape == (
+        2,
+        64,
+    )
 
     weights = str(TINY / "tiny_encoder.safetensors")
     argv = ["encode", str(path), "--weights", weights, "-o", str(tmp_path / "o.npz")]
@@ -410,8 +420,7 @@ def test_mne_raw_and_edf_reader_agree(tmp_path):
 
 
 def test_mne_raw_array_types_and_fif_via_cli(tmp_path, encoder, capsys):
-    names = ["Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "T7", "C3", "Cz", "C4", "T8", "P7",
-             "P3", "Pz", "P4", "P8", "O1", "O2"]  # fmt: skip
+    names = [NEW_NAMES.get(name, name) for name in STANDARD_CHANNELS]
     data_uv = eeg_like(19, 500 * 21, 500.0)
     info = mne.create_info([*names, "ECG", "HEOG"], 500.0, ["eeg"] * 19 + ["ecg", "eog"])
     extra = RNG.standard_normal((2, data_uv.shape[1])) * 1e-4
@@ -444,12 +453,7 @@ def write_long_edf(path, minutes: int, sfreq: int = 256) -> None:
     """A ``minutes``-long 19-channel EDF: one edfio-written minute, its records repeated."""
     data = eeg_like(19, sfreq * 60, float(sfreq))
     buffer = io.BytesIO()
-    signals = [
-        edfio.EdfSignal(row, sfreq, label=label, physical_dimension="uV",
-                        physical_range=(-500, 500))
-        for row, label in zip(data, TUH_LABELS, strict=True)
-    ]  # fmt: skip
-    edfio.Edf(signals).write(buffer)
+    write_edf(buffer, data, TUH_LABELS, float(sfreq))
     raw = buffer.getvalue()
     header_bytes = int(raw[184:192])
     header = bytearray(raw[:header_bytes])
