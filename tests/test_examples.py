@@ -1,0 +1,22 @@
+"""The runnable examples run (they make their own input files)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+
+@pytest.mark.parametrize("script", ["encode_edf.py", "mne_pipeline.py"])
+def test_example_runs(script):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / script)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "global_token" in result.stdout
