@@ -473,16 +473,12 @@ class Attention(keras.layers.Layer):
     def call(self, x):
         batch, tokens = _dim(x, 0), _dim(x, 1)
         qkv_bias = tf.concat([self.q_bias, tf.zeros_like(self.q_bias), self.v_bias], axis=0)
-        q, k, v = tf.split(self.qkv(x) + qkv_bias, 3, axis=-1)
-        q, k, v = (self._split_heads(t, batch, tokens) for t in (q, k, v))
-        scores = tf.matmul(q * self.head_dim**-0.5, k, transpose_b=True)  # [B, H, N, N]
+        qkv = tf.reshape(self.qkv(x) + qkv_bias, [batch, tokens, 3 * self.num_heads, -1])
+        q, k, v = tf.split(qkv, 3, axis=2)  # each [B, N, H, D/H]
+        scores = tf.einsum("bqhd,bkhd->bhqk", q * self.head_dim**-0.5, k)
         weights = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32)), v.dtype)
-        out = tf.transpose(tf.matmul(weights, v), [0, 2, 1, 3])  # [B, N, H, D/H]
+        out = tf.einsum("bhqk,bkhd->bqhd", weights, v)
         return self.proj(tf.reshape(out, [batch, tokens, self.embed_dim]))
-
-    def _split_heads(self, t, batch, tokens):
-        t = tf.reshape(t, [batch, tokens, self.num_heads, self.head_dim])
-        return tf.transpose(t, [0, 2, 1, 3])  # [B, H, N, D/H]
 
     def compute_output_shape(self, input_shape):
         return input_shape
