@@ -1,0 +1,634 @@
+"""Export an EEG-DINO model for serving: TF SavedModel, TFLite (LiteRT) and ONNX.
+
+Every export checks itself before it reports success: the written artifact is loaded in the
+runtime it is meant for (``tf.saved_model.load``, the ``ai_edge_litert`` interpreter,
+``onnxruntime``), run on a seeded EEG-like probe, and compared with the Keras model. An
+artifact outside its tolerance is an :class:`~eegdino_tf.errors.ExportError` and is not kept:
+every artifact is written to a temporary path and renamed into place only after the check
+(:func:`eegdino_tf.files.atomic_output`).
+
+Every artifact takes one input, ``eeg``: raw microvolts ``[batch, C, T]`` (the model scales
+by 0.01 itself). Outputs: ``tokens`` ``[batch, 1 + C*T/200, D]`` for an encoder (the
+SavedModel adds ``global_token`` and ``mean_token``), ``logits`` ``[batch, K]`` for a
+classifier (the SavedModel adds ``probabilities``).
+
+``eegdino-tf export {saved-model,tflite,onnx} WEIGHTS OUTPUT`` drives it from the shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.metadata
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from eegdino_tf.config import PATCH_SIZE
+from eegdino_tf.errors import EEGDinoError, ExportError, require
+from eegdino_tf.files import atomic_output
+
+if TYPE_CHECKING:  # TensorFlow loads on first use, so ``eegdino-tf --help`` stays fast
+    import keras
+    import tensorflow as tf
+
+FORMATS = ("saved-model", "tflite", "onnx")
+QUANTIZATIONS = ("none", "float16", "dynamic-int8")
+#: Self-check limits on the NRMSE against Keras (``None``: measured and reported only).
+NRMSE_LIMITS = {"none": 1e-5, "float16": 5e-3, "dynamic-int8": None}
+#: Dynamic-range int8 must keep the global token (logits for a classifier) pointing the same
+#: way as float32 Keras: cosine similarity per example at least this.
+MIN_INT8_COSINE = 0.99
+#: How each format writes exact GELU (see :func:`eegdino_tf.layers.gelu_formulation`): the
+#: TFLite converter maps ``tf.nn.gelu`` to its builtin GELU; tf2onnx maps only ``Erf``.
+GELU_FORMS = {"saved-model": "erfc", "tflite": "erfc", "onnx": "erf"}
+#: Batch of the self-check probe for artifacts with a dynamic batch (not 1, to prove it).
+PROBE_BATCH = 2
+MIN_OPSET = 17
+LATENCY_CALLS = 5
+
+Array = np.ndarray
+Runner = Callable[[Array], dict[str, Array]]
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """What an export wrote and how its artifact compared with Keras.
+
+    Attributes:
+        format: ``"saved-model"``, ``"tflite"`` or ``"onnx"``.
+        path: the artifact (for a SavedModel, the ``OUTPUT/<version>`` folder).
+        runtimes: the runtimes the self-check ran it in, with their versions; the latency
+            is measured in the first.
+        quantize: ``"none"``, ``"float16"`` or ``"dynamic-int8"`` (TFLite only).
+        input_shape: shape of the ``eeg`` input (``None``: dynamic batch).
+        outputs: output names.
+        size_bytes: size on disk (all files, for a folder).
+        nrmse: worst normalized RMS error of any output against Keras on the probe.
+        max_abs: worst absolute difference of any output against Keras.
+        nrmse_limit: the NRMSE the check required (``None``: reported only).
+        cosine: smallest per-example cosine similarity of the global token (logits for a
+            classifier) with float32 Keras; measured for quantized artifacts, else ``None``.
+        latency_ms: median wall time of one call on ``latency_batch`` examples (after a
+            warm-up call).
+        latency_batch: batch size of the timed call.
+        probe_shape: shape of the probe the self-check ran.
+    """
+
+    format: str
+    path: Path
+    runtimes: tuple[str, ...]
+    quantize: str
+    input_shape: tuple[int | None, int, int]
+    outputs: tuple[str, ...]
+    size_bytes: int
+    nrmse: float
+    max_abs: float
+    nrmse_limit: float | None
+    cosine: float | None
+    latency_ms: float
+    latency_batch: int
+    probe_shape: tuple[int, int, int]
+
+    def summary(self) -> str:
+        """Three human-readable lines: artifact, self-check, latency."""
+        shape = ", ".join("batch" if d is None else str(d) for d in self.input_shape)
+        weights = "" if self.quantize == "none" else f", {self.quantize} weights"
+        limit = "reported only" if self.nrmse_limit is None else f"limit {self.nrmse_limit:.0e}"
+        cosine = "" if self.cosine is None else f", cosine vs float32 {self.cosine:.5f}"
+        return "\n".join(
+            [
+                f"wrote {self.path} ({self.format}{weights}, {_megabytes(self.size_bytes)}): "
+                f"eeg [{shape}] -> {', '.join(self.outputs)}",
+                f"  self-check in {' and '.join(self.runtimes)} against Keras on a seeded probe "
+                f"{list(self.probe_shape)}: NRMSE {self.nrmse:.2e} ({limit}), "
+                f"max abs {self.max_abs:.2e}{cosine}",
+                f"  one call, batch {self.latency_batch}: {self.latency_ms:.1f} ms",
+            ]
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+def export_saved_model(
+    model: keras.Model,
+    output_dir: str | os.PathLike,
+    *,
+    channels: int = 19,
+    samples: int = 2000,
+    version: int = 1,
+    force: bool = False,
+) -> ExportReport:
+    """Write a TF Serving SavedModel to ``output_dir/<version>/``.
+
+    Signature ``serving_default``: input ``eeg`` float32 ``[batch, channels, samples]``
+    (dynamic batch); outputs ``tokens``, ``global_token`` (token 0) and ``mean_token`` (mean
+    of the patch tokens) for an encoder, ``logits`` and ``probabilities`` for a classifier.
+    """
+    import tensorflow as tf
+
+    if version < 1:
+        raise ExportError(f"version must be a positive integer, got {version}")
+    spec = _input_spec(model, None, channels, samples)
+    path = Path(output_dir) / str(version)
+    with _removed_if_left_empty(Path(output_dir)), atomic_output(path, force=force) as tmp:
+        module = tf.Module()
+        # Track the tf.Variables under the Keras ones: TF Serving's loader finds only those.
+        module.weights = [getattr(v, "value", v) for v in model.variables]
+        serve = _trace(model, spec, form=GELU_FORMS["saved-model"], extended=True)
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": serve})
+        signature = tf.saved_model.load(str(tmp)).signatures["serving_default"]
+
+        def run(eeg: Array) -> dict[str, Array]:
+            return {k: v.numpy() for k, v in signature(eeg=tf.constant(eeg)).items()}
+
+        with _session_runner(tmp) as run_session:
+            runtimes = {
+                f"tf.saved_model.load (TF {tf.__version__})": run,
+                "a TF1 session (as TF Serving loads it)": run_session,
+            }
+            return _self_check("saved-model", model, runtimes, tmp, path, spec, "none")
+
+
+@contextlib.contextmanager
+def _removed_if_left_empty(folder: Path) -> Iterator[None]:
+    """Remove ``folder`` if the block created it and failed with it empty."""
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+@contextlib.contextmanager
+def _session_runner(saved_model: Path) -> Iterator[Runner]:
+    """Run a SavedModel's ``serving_default`` the way TF Serving and ``saved_model_cli`` load
+    it: a TF1 session restoring the variables by name."""
+    import tensorflow as tf
+    from tensorflow.python.util import deprecation
+
+    session = tf.compat.v1.Session(graph=tf.Graph())
+    try:
+        with session.graph.as_default(), deprecation.silence():
+            meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(saved_model))
+        signature = meta.signature_def["serving_default"]
+        feed = signature.inputs["eeg"].name
+        fetches = {name: info.name for name, info in signature.outputs.items()}
+        yield lambda eeg: session.run(fetches, {feed: eeg})
+    finally:
+        session.close()
+
+
+def export_tflite(
+    model: keras.Model,
+    output_path: str | os.PathLike,
+    *,
+    channels: int = 19,
+    samples: int = 2000,
+    batch: int = 1,
+    quantize: str = "none",
+    force: bool = False,
+) -> ExportReport:
+    """Write a TFLite (LiteRT) flatbuffer of builtin ops only, for a fixed input shape.
+
+    Signature ``serving_default``: input ``eeg`` float32 ``[batch, channels, samples]``;
+    output ``tokens`` (encoder) or ``logits`` (classifier). ``quantize``: ``"none"``
+    (float32), ``"float16"`` (float16 weights) or ``"dynamic-int8"`` (int8 weights,
+    dynamic-range activations; no calibration data). The NaN/Inf input check is left out.
+    """
+    import tensorflow as tf
+
+    litert = require("ai_edge_litert.interpreter", "export")
+    if quantize not in QUANTIZATIONS:
+        raise ExportError(f"unknown quantization {quantize!r}; choose one of {QUANTIZATIONS}")
+    if batch < 1:
+        raise ExportError(f"batch must be >= 1, got {batch}")
+    export_model = _without_finite_check(model)
+    spec = _input_spec(export_model, batch, channels, samples)
+    with atomic_output(output_path, force=force) as tmp:
+        serve = _frozen(_trace(export_model, spec, form=GELU_FORMS["tflite"]), spec)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [serve.get_concrete_function()], tf.Module()
+        )
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        with _converter_errors("TFLite"):
+            flatbuffer = converter.convert()
+        _check_builtin_ops(flatbuffer)
+        tmp.write_bytes(flatbuffer)
+
+        interpreter = litert.Interpreter(
+            model_content=tmp.read_bytes(), num_threads=os.cpu_count() or 1
+        )
+        runner = interpreter.get_signature_runner("serving_default")
+
+        def run(eeg: Array) -> dict[str, Array]:
+            return runner(eeg=eeg)
+
+        runtime = f"ai_edge_litert {importlib.metadata.version('ai-edge-litert')} (XNNPACK)"
+        return _self_check("tflite", model, {runtime: run}, tmp, Path(output_path), spec, quantize)
+
+
+def export_onnx(
+    model: keras.Model,
+    output_path: str | os.PathLike,
+    *,
+    channels: int = 19,
+    samples: int = 2000,
+    opset: int = MIN_OPSET,
+    force: bool = False,
+) -> ExportReport:
+    """Write an ONNX model (through tf2onnx) with input ``eeg`` ``[batch, channels, samples]``
+    (dynamic batch) and output ``tokens`` (encoder) or ``logits`` (classifier).
+
+    GELU is traced as ``Erf``; the NaN/Inf input check is left out.
+    """
+    tf2onnx = require("tf2onnx", "export")
+    ort = require("onnxruntime", "export")
+    if opset < MIN_OPSET:
+        raise ExportError(f"opset must be >= {MIN_OPSET}, got {opset}")
+    export_model = _without_finite_check(model)
+    spec = _input_spec(export_model, None, channels, samples)
+    with atomic_output(output_path, force=force) as tmp:
+        serve = _frozen(_trace(export_model, spec, form=GELU_FORMS["onnx"]), spec)
+        with _converter_errors("ONNX"), _quiet("tf2onnx"):
+            proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset)
+        for value in (*proto.graph.input, *proto.graph.output):
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"  # tf2onnx says "unk__N"
+        tmp.write_bytes(proto.SerializeToString())
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+
+        def run(eeg: Array) -> dict[str, Array]:
+            return dict(zip(names, session.run(names, {"eeg": eeg}), strict=True))
+
+        runtime = f"onnxruntime {ort.__version__} (CPU)"
+        return _self_check("onnx", model, {runtime: run}, tmp, Path(output_path), spec, "none")
+
+
+def export_model(
+    fmt: str, model: keras.Model, output: str | os.PathLike, **options: Any
+) -> ExportReport:
+    """Dispatch to :func:`export_saved_model`, :func:`export_tflite` or :func:`export_onnx`."""
+    exporters = {"saved-model": export_saved_model, "tflite": export_tflite, "onnx": export_onnx}
+    if fmt not in exporters:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {FORMATS}")
+    return exporters[fmt](model, output, **options)
+
+
+def probe_eeg(batch: int, channels: int, samples: int, seed: int = 0) -> Array:
+    """The seeded EEG-like microvolts ``[batch, channels, samples]`` the self-check runs."""
+    from eegdino_tf.commands import eeg_like_signal
+
+    seconds = math.ceil(samples / PATCH_SIZE)
+    return eeg_like_signal(channels, seconds, seed=seed, batch=batch)[..., :samples]
+
+
+def tflite_operators(flatbuffer: bytes) -> dict[str, bool]:
+    """The operators a TFLite flatbuffer uses: name -> whether it is a TFLite builtin.
+
+    Flex (Select TF) and custom ops appear under their custom code, e.g. ``FlexErf``.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
+    ops = {}
+    for code in model.operatorCodes:
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            custom = code.customCode
+            ops[custom.decode() if isinstance(custom, bytes) else str(custom)] = False
+        else:
+            ops[names.get(builtin, str(builtin))] = True
+    return ops
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracing
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_classifier(model: keras.Model) -> bool:
+    from eegdino_tf.models import EEGDinoClassifier
+
+    return isinstance(model, EEGDinoClassifier)
+
+
+def _input_spec(
+    model: keras.Model, batch: int | None, channels: int, samples: int
+) -> tf.TensorSpec:
+    """The ``eeg`` TensorSpec, after checking the shape fits the model."""
+    import tensorflow as tf
+
+    from eegdino_tf.layers import check_eeg_shape
+
+    check_eeg_shape((batch, channels, samples), getattr(model, "partial_patch", "error"))
+    return tf.TensorSpec([batch, channels, samples], tf.float32, name="eeg")
+
+
+def _outputs(model: keras.Model, eeg: Any, extended: bool = False) -> dict[str, tf.Tensor]:
+    """The named outputs of ``model`` on ``eeg``: the primary one, plus the SavedModel's extras
+    when ``extended``."""
+    import tensorflow as tf
+
+    out = model(eeg, training=False)
+    if _is_classifier(model):
+        named = {"logits": out}
+        if extended:
+            named["probabilities"] = tf.nn.softmax(out, axis=-1)
+        return named
+    named = {"tokens": out}
+    if extended:
+        named["global_token"] = out[:, 0]
+        named["mean_token"] = tf.reduce_mean(out[:, 1:], axis=1)
+    return named
+
+
+def _trace(model: keras.Model, spec: tf.TensorSpec, *, form: str, extended: bool = False) -> Any:
+    """A concrete function ``eeg -> {name: tensor}`` with GELU written as ``form``."""
+    import tensorflow as tf
+
+    from eegdino_tf.layers import gelu_formulation
+
+    serve = tf.function(lambda eeg: _outputs(model, eeg, extended), input_signature=[spec])
+    with gelu_formulation(form):
+        return serve.get_concrete_function()
+
+
+def _frozen(concrete: Any, spec: tf.TensorSpec) -> Any:
+    """``concrete`` with its variables and captured tensors folded into constants.
+
+    The TFLite converter of TF 2.21 keeps Keras 3 variables as uninitialised ``VAR_HANDLE``
+    ops (the model then outputs garbage), and tf2onnx turns a captured tensor into an extra
+    graph input; a frozen graph avoids both.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    frozen = convert_variables_to_constants_v2(concrete)
+    structure = concrete.structured_outputs
+
+    @tf.function(input_signature=[spec])
+    def serve(eeg):
+        return tf.nest.pack_sequence_as(structure, frozen(eeg))
+
+    return serve
+
+
+def _without_finite_check(model: keras.Model) -> keras.Model:
+    """``model``, or a copy with the same weights that skips the NaN/Inf input assertion
+    (``CheckNumerics`` exists in neither TFLite nor ONNX)."""
+    from eegdino_tf.models import EEGDinoClassifier, EEGDinoEncoder
+
+    encoder = model.encoder if _is_classifier(model) else model
+    if not isinstance(encoder, EEGDinoEncoder) or not encoder.check_finite:
+        return model
+    copy = EEGDinoEncoder.from_config({**encoder.get_config(), "check_finite": False})
+    if _is_classifier(model):
+        copy = EEGDinoClassifier(copy, model.num_classes)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+@contextlib.contextmanager
+def _converter_errors(what: str) -> Iterator[None]:
+    """Turn a converter's exception into a one-line :class:`ExportError`."""
+    try:
+        yield
+    except EEGDinoError:
+        raise
+    except Exception as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        # The TFLite converter's message is pages of MLIR; these lines name the missing ops.
+        key = [line for line in lines if line.startswith(("TF Select ops:", "Custom ops:"))]
+        detail = "; ".join(key or lines[-1:]) or type(err).__name__
+        raise ExportError(f"{what} conversion failed: {detail[:600]}") from err
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _check_builtin_ops(flatbuffer: bytes) -> None:
+    """Raise :class:`ExportError` if the flatbuffer needs Flex (Select TF) or custom ops."""
+    extra = sorted(op for op, builtin in tflite_operators(flatbuffer).items() if not builtin)
+    if extra:
+        raise ExportError(
+            f"the TFLite model needs non-builtin ops {extra} (Flex/Select TF or custom), "
+            "which the plain LiteRT runtime on Android does not have"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Self-check
+# ---------------------------------------------------------------------------------------------
+
+
+def _self_check(
+    fmt: str,
+    model: keras.Model,
+    runtimes: dict[str, Runner],
+    written: Path,
+    final: Path,
+    spec: tf.TensorSpec,
+    quantize: str,
+) -> ExportReport:
+    """Run the written artifact in each runtime on a probe, compare with Keras, time it in the
+    first; raise :class:`ExportError` if any result is outside the tolerance (the caller then
+    keeps nothing)."""
+    batch, channels, samples = spec.shape.as_list()
+    probe = probe_eeg(batch or PROBE_BATCH, channels, samples)
+    reference = {k: np.asarray(v) for k, v in _outputs(model, probe, extended=True).items()}
+    limit = NRMSE_LIMITS[quantize]
+    nrmse = max_abs = 0.0
+    cosine = None
+    for runtime, run in runtimes.items():
+        got = run(probe)
+        if not got or not set(got) <= set(reference):
+            raise ExportError(f"{fmt} artifact in {runtime} has unexpected outputs {sorted(got)}")
+        errors = {name: _errors(got[name], reference[name]) for name in got}
+        worst = max(errors, key=lambda name: _nan_high(errors[name][0]))
+        nrmse = max(nrmse, _nan_high(errors[worst][0]))
+        max_abs = max(max_abs, _nan_high(max(e[1] for e in errors.values())))
+        problems = []
+        if limit is not None and not nrmse <= limit:
+            problems.append(f"NRMSE of {worst!r} {nrmse:.2e} > {limit:.0e}")
+        if quantize != "none":
+            cosine = _min_cosine(got, reference)
+            if quantize == "dynamic-int8" and not cosine >= MIN_INT8_COSINE:
+                problems.append(f"cosine similarity {cosine:.4f} < {MIN_INT8_COSINE}")
+        if problems:
+            raise ExportError(
+                f"{fmt} self-check failed in {runtime}: {'; '.join(problems)} against Keras; "
+                "nothing was written"
+            )
+    run = next(iter(runtimes.values()))
+    timed = probe[: batch or 1]
+    return ExportReport(
+        format=fmt,
+        path=final,
+        runtimes=tuple(runtimes),
+        quantize=quantize,
+        input_shape=(batch, channels, samples),
+        outputs=tuple(name for name in reference if name in got),
+        size_bytes=_size(written),
+        nrmse=nrmse,
+        max_abs=max_abs,
+        nrmse_limit=limit,
+        cosine=cosine,
+        latency_ms=_latency(run, timed),
+        latency_batch=len(timed),
+        probe_shape=tuple(probe.shape),
+    )
+
+
+def _nan_high(value: float) -> float:
+    """``value``, with NaN turned into +inf so that comparisons treat it as the worst."""
+    return math.inf if math.isnan(value) else value
+
+
+def _errors(actual: Array, expected: Array) -> tuple[float, float]:
+    """(NRMSE, max abs) of ``actual`` against ``expected``; NaN if the shapes differ."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        return math.nan, math.nan
+    diff = actual - expected
+    nrmse = math.sqrt(np.mean(diff**2) / max(np.mean(expected**2), 1e-30))
+    return nrmse, float(np.max(np.abs(diff)))
+
+
+def _min_cosine(got: dict[str, Array], reference: dict[str, Array]) -> float:
+    """Smallest per-example cosine similarity of the global token (or the logits)."""
+    if "tokens" in got:
+        a, b = got["tokens"][:, 0], reference["tokens"][:, 0]
+    else:
+        a, b = got["logits"], reference["logits"]
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    cos = np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return float(np.min(cos))
+
+
+def _latency(run: Runner, eeg: Array) -> float:
+    """Median milliseconds of one call (after one warm-up call)."""
+    run(eeg)
+    times = []
+    for _ in range(LATENCY_CALLS):
+        start = time.perf_counter()
+        run(eeg)
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.0f} kB"
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def configure_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``export`` sub-command to the ``eegdino-tf`` command line."""
+    from eegdino_tf.commands import add_config_overrides
+
+    parser = subparsers.add_parser(
+        "export",
+        help="export to a TF Serving SavedModel, TFLite or ONNX (self-checked)",
+        description=(
+            "Export an EEG-DINO encoder (or, with --classifier, a finetuned classifier) for "
+            "serving. The artifact is run in its own runtime on a seeded probe and compared "
+            "with Keras before it is kept; input 'eeg' is raw microvolts [batch, C, T]."
+        ),
+    )
+    parser.add_argument("format", choices=FORMATS, metavar="FORMAT", help=", ".join(FORMATS))
+    parser.add_argument("weights", metavar="WEIGHTS", help="weight file (.safetensors or .pt)")
+    parser.add_argument(
+        "output",
+        metavar="OUTPUT",
+        help="file to write (.tflite, .onnx), or the SavedModel base folder (writes OUTPUT/1/)",
+    )
+    parser.add_argument(
+        "--classifier", action="store_true", help="export encoder + head (output logits)"
+    )
+    parser.add_argument("--channels", type=int, default=19, help="EEG channels C (default 19)")
+    parser.add_argument(
+        "--samples", type=int, default=2000, help="samples T at 200 Hz (default 2000 = 10 s)"
+    )
+    parser.add_argument("--batch", type=int, help="tflite: fixed batch size (default 1)")
+    parser.add_argument(
+        "--quantize", choices=QUANTIZATIONS, help="tflite: weight quantization (default none)"
+    )
+    parser.add_argument("--version", type=int, help="saved-model: version folder (default 1)")
+    parser.add_argument("--opset", type=int, help=f"onnx: opset (default {MIN_OPSET})")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing OUTPUT")
+    add_config_overrides(parser)
+    parser.set_defaults(func=_run)
+
+
+_FORMAT_OPTIONS = {
+    "batch": "tflite",
+    "quantize": "tflite",
+    "version": "saved-model",
+    "opset": "onnx",
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    from eegdino_tf.commands import config_overrides
+    from eegdino_tf.models import load_classifier, load_encoder
+
+    options: dict[str, Any] = {}
+    for option, fmt in _FORMAT_OPTIONS.items():
+        value = getattr(args, option)
+        if value is None:
+            continue
+        if fmt != args.format:
+            raise EEGDinoError(f"--{option} applies to {fmt} exports, not {args.format}")
+        options[option] = value
+    load = load_classifier if args.classifier else load_encoder
+    model = load(args.weights, check_finite=args.format == "saved-model", **config_overrides(args))
+    report = export_model(
+        args.format,
+        model,
+        args.output,
+        channels=args.channels,
+        samples=args.samples,
+        force=args.force,
+        **options,
+    )
+    print(report.summary())
+    return 0
