@@ -107,6 +107,12 @@ EXPECTED_EEG = (
 )
 
 
+NON_FINITE_EEG = (
+    "EEG input contains NaN or Inf; clean or interpolate bad samples first "
+    "(or build the model with check_finite=False)"
+)
+
+
 def check_eeg_shape(shape, partial_patch: str = "error") -> None:
     """Raise :class:`InputError` unless ``shape`` fits the model (unknown dims pass)."""
     shape = tf.TensorShape(shape)
@@ -176,15 +182,12 @@ class EEGInput(keras.layers.Layer):
 
     @staticmethod
     def _assert_finite(x: tf.Tensor) -> tf.Tensor:
-        message = (
-            "EEG input contains NaN or Inf; clean or interpolate bad samples first "
-            "(or build the model with check_finite=False)"
-        )
         if tf.executing_eagerly():
             if not bool(tf.reduce_all(tf.math.is_finite(x))):
-                raise InputError(message)
+                raise InputError(NON_FINITE_EEG)
             return x
-        return tf.debugging.assert_all_finite(x, message)
+        # A graph check; XLA drops it, so the models' predict also checks in NumPy.
+        return tf.debugging.assert_all_finite(x, NON_FINITE_EEG)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -58,8 +58,15 @@ def test_non_finite_input_is_an_error(bad):
 def test_non_finite_input_in_predict_is_an_error():
     x = eeg(2)
     x[1, 0, 5] = np.nan
-    with pytest.raises(tf.errors.InvalidArgumentError, match="EEG input contains NaN or Inf"):
+    with pytest.raises(InputError, match="NaN or Inf"):
         encoder().predict(x, verbose=0)
+
+
+def test_non_finite_input_in_a_graph_is_an_error():
+    x = eeg(2)
+    x[1, 0, 5] = np.inf
+    with pytest.raises(tf.errors.InvalidArgumentError, match="EEG input contains NaN or Inf"):
+        tf.function(encoder())(tf.constant(x))
 
 
 def test_check_finite_off_lets_nan_through():

@@ -55,23 +55,27 @@ def test_compiled_with_jit_predict_matches():
     assert nrmse(model.predict(io["raw_uv"], verbose=0), io["tokens"]) <= 2e-6
 
 
-def test_xla_predict_pads_the_last_batch(monkeypatch):
+def test_xla_predict_pads_the_last_batch():
     model = eegdino_tf.load_encoder(TINY / "tiny_encoder.safetensors", norm_groups=4)
     model.compile(jit_compile=True)
-    seen = []
-    original = keras.Model.predict
-
-    def spy(self, x, batch_size=None, **kwargs):
-        seen.append(len(x))
-        return original(self, x, batch_size=batch_size, **kwargs)
-
-    monkeypatch.setattr(keras.Model, "predict", spy)
     io = load_io("tiny")
-    x = np.concatenate([io["raw_uv"], io["raw_uv"][:2]])  # 5 examples
+    x = np.concatenate([io["raw_uv"], io["raw_uv"][:2]])  # 5 examples: batches 2, 2, 1 (+1)
     out = model.predict(x, batch_size=2, verbose=0)
-    assert seen == [6]
+    assert model.inference_function(True).experimental_get_tracing_count() == 1
     assert out.shape == (5, 191, 64)
     assert nrmse(out, np.concatenate([io["tokens"], io["tokens"][:2]])) <= 2e-6
+
+
+@pytest.mark.parametrize("precision, xla", [("float32", True), ("mixed_bfloat16", False)])
+def test_predict_picks_xla_by_precision_unless_compiled(precision, xla):
+    model = eegdino_tf.build_encoder(eegdino_tf.get_config("small", depth=1), precision=precision)
+    x = np.zeros((1, 2, 400), np.float32)
+    model.predict(x, verbose=0)
+    assert model.inference_function(xla).experimental_get_tracing_count() == 1
+    assert model.inference_function(not xla).experimental_get_tracing_count() == 0
+    model.compile(jit_compile=not xla)
+    model.predict(x, verbose=0)
+    assert model.inference_function(not xla).experimental_get_tracing_count() == 1
 
 
 def test_predict_on_tf_data():
