@@ -30,11 +30,11 @@ from eegdino_tf import weights as W
 from eegdino_tf.config import EEGDinoConfig, get_config
 from eegdino_tf.errors import InputError, WeightsError
 from eegdino_tf.layers import (
+    NON_FINITE_EEG,
     ClassificationHead,
     EEGInput,
     GlobalToken,
     PatchEmbedding,
-    NON_FINITE_EEG,
     TransformerBlock,
     check_eeg_shape,
 )
