@@ -60,6 +60,10 @@ EXPORTED = ("tflite", "onnx")
 #: Share of the memory available at the start that a child process (an export, a memory
 #: probe) may take before it is stopped.
 MEMORY_CAP = 0.6
+DESCRIPTION = (
+    "Time the EEG-DINO encoder (Keras eager, predict, graph, XLA; TFLite; ONNX Runtime) against"
+    " the PyTorch reference at the same thread count; print a table, write JSON and a PNG chart."
+)
 JSON_NAME = "bench.json"
 CHART_NAME = "bench.png"
 
@@ -942,7 +946,7 @@ def configure_cli(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
         help="speed against PyTorch, ONNX Runtime and TFLite",
-        description=__doc__.split("\n\n")[0],
+        description=DESCRIPTION,
     )
     add_arguments(parser)
     parser.set_defaults(func=run_cli)
@@ -950,6 +954,6 @@ def configure_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python examples/bench.py``: the same as ``eegdino-tf bench``."""
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="bench", description=DESCRIPTION)
     add_arguments(parser)
     return run_cli(parser.parse_args(argv))
