@@ -19,6 +19,7 @@ P = T / 200 one-second patches, D width):
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -107,9 +108,12 @@ def default_jit_compile(precision: str) -> bool:
     and mixed_float16, while mixed_bfloat16 is faster without it (oneDNN's bf16 kernels); on a
     GPU, XLA.
     """
-    if tf.config.list_physical_devices("GPU"):
-        return True
-    return precision != "mixed_bfloat16"
+    return _has_gpu() or precision != "mixed_bfloat16"
+
+
+@functools.cache
+def _has_gpu() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 @_SERIALIZABLE
