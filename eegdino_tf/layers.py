@@ -454,6 +454,12 @@ class PatchEmbedding(_Float32Stream):
 # ---------------------------------------------------------------------------------------------
 
 
+def _flat_tokens(x: tf.Tensor) -> tf.Tensor:
+    """``[B, N, D] -> [B*N, D]``: dense layers on 2-D input become one MatMul that TF's
+    graph optimizer fuses with the bias add (and GELU) into a single oneDNN kernel."""
+    return tf.reshape(x, [-1, x.shape[-1]])
+
+
 @_SERIALIZABLE
 class Attention(keras.layers.Layer):
     """Multi-head self-attention with a fused qkv projection, q and v biases (no k bias):
@@ -477,12 +483,13 @@ class Attention(keras.layers.Layer):
     def call(self, x):
         batch, tokens = _dim(x, 0), _dim(x, 1)
         qkv_bias = tf.concat([self.q_bias, tf.zeros_like(self.q_bias), self.v_bias], axis=0)
-        qkv = tf.reshape(self.qkv(x) + qkv_bias, [batch, tokens, 3 * self.num_heads, -1])
-        q, k, v = tf.split(qkv, 3, axis=2)  # each [B, N, H, D/H]
-        scores = tf.einsum("bqhd,bkhd->bhqk", q * self.head_dim**-0.5, k)
+        qkv = self.qkv(_flat_tokens(x)) + qkv_bias
+        q, k, v = tf.split(tf.reshape(qkv, [batch, tokens, 3 * self.num_heads, -1]), 3, axis=2)
+        scores = tf.einsum("bqhd,bkhd->bhqk", q * self.head_dim**-0.5, k)  # q, k, v [B, N, H, D/H]
         weights = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32)), v.dtype)
         out = tf.einsum("bhqk,bkhd->bqhd", weights, v)
-        return self.proj(tf.reshape(out, [batch, tokens, self.embed_dim]))
+        out = self.proj(tf.reshape(out, [batch * tokens, self.embed_dim]))
+        return tf.reshape(out, [batch, tokens, self.embed_dim])
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -507,7 +514,7 @@ class Mlp(keras.layers.Layer):
         self.fc2.build((*input_shape[:-1], self.mlp_dim))
 
     def call(self, x):
-        return self.fc2(gelu(self.fc1(x)))
+        return tf.reshape(self.fc2(gelu(self.fc1(_flat_tokens(x)))), tf.shape(x))
 
     def compute_output_shape(self, input_shape):
         return input_shape

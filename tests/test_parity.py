@@ -6,6 +6,7 @@ import functools
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import CASES, OVERRIDES, fixture_path, load_io, nrmse
 
 import eegdino_tf
@@ -31,6 +32,18 @@ def test_encoder_tokens_match_reference(model, case):
     tokens = encoder(model)(io["raw_uv" + case]).numpy()
     assert tokens.shape == io["tokens" + case].shape
     assert nrmse(tokens, io["tokens" + case]) <= TOLERANCE
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("model", ["small", "medium2"])
+def test_compiled_encoder_matches_reference(model, jit_compile):
+    """Graph mode (grappler fuses matmul + bias + GELU into oneDNN kernels) and XLA keep
+    float32 parity too; predict runs one of these."""
+    io = load_io(model)
+    run = encoder(model).inference_function(jit_compile)
+    for case in CASES:
+        tokens = run(tf.constant(io["raw_uv" + case])).numpy()
+        assert nrmse(tokens, io["tokens" + case]) <= TOLERANCE
 
 
 @pytest.mark.parametrize("case", CASES)
