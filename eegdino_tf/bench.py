@@ -12,12 +12,13 @@ For every size, batch and precision it times the encoder on EEG-like random micr
   float32, and under ``torch.autocast("cpu", torch.bfloat16)``.
 
 Every runtime gets the same thread count. After warm-up calls the contenders take turns
-(round-robin within each repetition, so drifting machine load hits all of them alike) and the
-median of the timed calls is reported, with samples/s, achieved GFLOP/s and the speed ratio to
-PyTorch at the same precision. The report also holds the RSS of some runtimes at the largest
-size and batch 8, each measured alone in a fresh process (model loaded, peak of the first
-call, peak of a later one), an RSS check over many repeated calls (no growth expected), and
-what machine it ran on. It is printed as a table and written as JSON and a PNG chart.
+(round-robin within each repetition, so drifting machine load hits all of them alike; a short call's
+turn starts with an untimed call, so the runtime before it leaves no cold caches behind) and
+the median of the timed calls is reported, with samples/s, achieved GFLOP/s and the speed ratio
+to PyTorch at the same precision. The report also holds the RSS of some runtimes at the largest
+size and batch 8, each measured alone in a fresh process (model loaded, peak of the first call,
+peak of a later one), an RSS check over many repeated calls (no growth expected), and what
+machine it ran on. It is printed as a table and written as JSON and a PNG chart.
 
 Exports run in a child process under a memory cap (they need far more memory than the model:
 large's do not fit in 24 GB), and are skipped, with a note, when they would not fit.
@@ -57,6 +58,8 @@ RUNTIMES = ("eager", "predict", "graph", "xla", "tflite", "onnx", "torch", "torc
 REFERENCES = {"torch": "float32", "torch-bf16": "mixed_bfloat16"}
 #: Runtimes that run a float32 export of the model.
 EXPORTED = ("tflite", "onnx")
+#: Calls faster than this (ms, once warm) get an untimed call right before each timed one.
+LEAD_IN_BELOW_MS = 250.0
 #: Share of the memory available at the start that a child process (an export, a memory
 #: probe) may take before it is stopped.
 MEMORY_CAP = 0.6
@@ -592,6 +595,7 @@ class Contender:
     run: Runner
     times_ms: list[float] = dataclasses.field(default_factory=list)
     first_call_ms: float = 0.0
+    warm_ms: float = 0.0
 
 
 def _time_ms(run: Runner, x: np.ndarray) -> float:
@@ -625,15 +629,18 @@ def measure(
 ) -> list[Contender]:
     """Warm every contender up, then time ``runs`` rounds, each contender once per round.
 
-    The starting contender rotates from round to round. A contender that fails while
-    warming up is dropped with a note.
+    The starting contender rotates from round to round. A turn for a short call (under
+    :data:`LEAD_IN_BELOW_MS` warm) starts with one untimed call, so every runtime is timed
+    with its caches and thread pools as repeated calls leave them, not as the previous
+    contender left them. A contender that fails while warming up is dropped with a note.
     """
     ready = []
     for c in contenders:
         try:
             c.first_call_ms = _time_ms(c.run, x)
+            c.warm_ms = c.first_call_ms
             for _ in range(max(warmup - 1, 0)):
-                _time_ms(c.run, x)
+                c.warm_ms = _time_ms(c.run, x)
         except Exception as err:  # a runtime that cannot run this model: note it, go on
             notes.append(f"{c.runtime} ({c.precision}): failed, {type(err).__name__}: {err}")
             continue
@@ -642,6 +649,8 @@ def measure(
     for r in range(runs if ready else 0):
         start = r % len(ready)
         for c in ready[start:] + ready[:start]:
+            if c.warm_ms < LEAD_IN_BELOW_MS:
+                c.run(x)
             c.times_ms.append(_time_ms(c.run, x))
     for c in ready:
         median = statistics.median(c.times_ms)

@@ -56,6 +56,24 @@ def test_ratios_compare_same_precision_with_pytorch():
     assert ratios[("torch", "float32")] == (None, None, None)
 
 
+@pytest.mark.parametrize(("lead_in_below_ms", "calls_per_round"), [(1e9, 2), (0.0, 1)])
+def test_short_calls_get_an_untimed_lead_in_each_round(monkeypatch, lead_in_below_ms,
+                                                       calls_per_round):  # fmt: skip
+    monkeypatch.setattr(bench, "LEAD_IN_BELOW_MS", lead_in_below_ms)
+    calls = {"a": 0, "b": 0}
+
+    def runner(name):
+        def run(x):
+            calls[name] += 1
+
+        return run
+
+    contenders = [bench.Contender(n, "float32", runner(n)) for n in calls]
+    ready = bench.measure(contenders, x=None, runs=3, warmup=2, notes=[], log=lambda _: None)
+    assert [len(c.times_ms) for c in ready] == [3, 3]
+    assert calls == {"a": 2 + 3 * calls_per_round, "b": 2 + 3 * calls_per_round}
+
+
 def hold_memory(megabytes: int, seconds: float) -> int:
     """Keep ``megabytes`` resident for ``seconds`` (run in a child by the test below)."""
     block = b"x" * (megabytes << 20)
