@@ -12,13 +12,14 @@ For every size, batch and precision it times the encoder on EEG-like random micr
   float32, and under ``torch.autocast("cpu", torch.bfloat16)``.
 
 Every runtime gets the same thread count. After warm-up calls the contenders take turns
-(round-robin within each repetition, so drifting machine load hits all of them alike; a short call's
-turn starts with an untimed call, so the runtime before it leaves no cold caches behind) and
-the median of the timed calls is reported, with samples/s, achieved GFLOP/s and the speed ratio
-to PyTorch at the same precision. The report also holds the RSS of some runtimes at the largest
-size and batch 8, each measured alone in a fresh process (model loaded, peak of the first call,
-peak of a later one), an RSS check over many repeated calls (no growth expected), and what
-machine it ran on. It is printed as a table and written as JSON and a PNG chart.
+(round-robin within each repetition, so drifting machine load hits all of them alike; a short
+call's turn starts with an untimed call, so the runtime before it leaves no cold caches
+behind) and the median of the timed calls is reported, with samples/s, achieved GFLOP/s and
+the speed ratio to PyTorch at the same precision. The report also holds the RSS of some
+runtimes at the largest size and batch 8, each measured alone in a fresh process (model
+loaded, peak of the first call, peak of a later one), an RSS check over many repeated calls
+(no growth expected), and what machine it ran on. It is printed as a table and written as
+JSON and a PNG chart.
 
 Exports run in a child process under a memory cap (they need far more memory than the model:
 large's do not fit in 24 GB), and are skipped, with a note, when they would not fit.
@@ -208,16 +209,19 @@ def eeg_input(batch: int, channels: int, samples: int) -> np.ndarray:
     return eeg_like_signal(channels, seconds, batch=batch)[..., :samples]
 
 
-def _proc_status_mb(field: str, pid: int | str = "self") -> float | None:
-    """A ``VmRSS``/``VmHWM`` line of ``/proc/<pid>/status`` in MiB (None off Linux)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
+def _proc_mb(path: str, field: str) -> float | None:
+    """A ``Field:  N kB`` line of a ``/proc`` file (``status``, ``meminfo``) in MiB; None off
+    Linux or when the field is missing."""
+    with contextlib.suppress(OSError, ValueError, IndexError), open(path) as lines:
+        for line in lines:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
     return None
+
+
+def _proc_status_mb(field: str, pid: int | str = "self") -> float | None:
+    """A ``VmRSS``/``VmHWM`` line of ``/proc/<pid>/status`` in MiB."""
+    return _proc_mb(f"/proc/{pid}/status", field)
 
 
 def rss_mb() -> float | None:
@@ -237,11 +241,11 @@ def _reset_peak_rss() -> bool:
 
 def available_mb() -> float | None:
     """``MemAvailable`` of the machine, MiB."""
-    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as info:
-        for line in info:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024.0
-    return None
+    return _proc_mb("/proc/meminfo", "MemAvailable")
+
+
+def _load_average() -> list[float] | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
 def _child_main(conn: Any, fn: Callable[..., Any], args: tuple) -> None:
@@ -302,19 +306,17 @@ def machine_info(threads: int) -> dict[str, Any]:
         mod = sys.modules.get(module)
         if mod is not None:
             versions[module] = getattr(mod, "__version__", "?")
-    total = None
-    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as mem:
-        total = round(int(mem.readline().split()[1]) / 2**20, 1)
+    total = _proc_mb("/proc/meminfo", "MemTotal")
     return {
         "cpu": cpu,
         "logical_cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "threads": threads,
-        "memory_gib": total,
+        "memory_gib": None if total is None else round(total / 1024, 1),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": versions,
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average": _load_average(),
     }
 
 
@@ -776,7 +778,7 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = print) -> dic
     shape = (settings.channels, settings.samples)
     available = available_mb()
     cap_mb = MEMORY_CAP * available if available else None
-    load_start = machine_info(settings.threads)["load_average"]
+    load_start = _load_average()
     with tempfile.TemporaryDirectory(prefix="eegdino-bench-") as tmp:
         for size in settings.sizes:
             models = SizeModels(settings, size, Path(tmp), cap_mb)

@@ -484,8 +484,9 @@ class Attention(keras.layers.Layer):
         batch, tokens = _dim(x, 0), _dim(x, 1)
         qkv_bias = tf.concat([self.q_bias, tf.zeros_like(self.q_bias), self.v_bias], axis=0)
         qkv = self.qkv(_flat_tokens(x)) + qkv_bias
+        # q, k, v: [B, N, H, D/H] each
         q, k, v = tf.split(tf.reshape(qkv, [batch, tokens, 3 * self.num_heads, -1]), 3, axis=2)
-        scores = tf.einsum("bqhd,bkhd->bhqk", q * self.head_dim**-0.5, k)  # q, k, v [B, N, H, D/H]
+        scores = tf.einsum("bqhd,bkhd->bhqk", q * self.head_dim**-0.5, k)
         weights = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32)), v.dtype)
         out = tf.einsum("bhqk,bkhd->bqhd", weights, v)
         out = self.proj(tf.reshape(out, [batch * tokens, self.embed_dim]))
