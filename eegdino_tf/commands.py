@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from eegdino_tf import hardware
 from eegdino_tf import weights as W
 from eegdino_tf.config import PATCH_SIZE, SAMPLING_RATE
 
@@ -58,6 +59,7 @@ def run_info(args: argparse.Namespace) -> int:
     if info["dropped"]:
         reasons = sorted(set(info["dropped"].values()))
         print(f"ignored:     {len(info['dropped'])} entries ({'; '.join(reasons)})")
+    print(f"machine:     {hardware.describe()}")
     return 0
 
 
@@ -83,17 +85,21 @@ def run_demo(args: argparse.Namespace) -> int:
     import eegdino_tf
 
     if args.weights:
-        model = eegdino_tf.load_encoder(args.weights, **config_overrides(args))
+        model = eegdino_tf.load_encoder(
+            args.weights, precision=args.precision, **config_overrides(args)
+        )
         source = f"weights from {args.weights}"
     else:
         keras.utils.set_random_seed(args.seed)
-        model = eegdino_tf.build_encoder("small")
+        model = eegdino_tf.build_encoder("small", precision=args.precision)
         source = (
             f"the small model with seeded random weights (seed {args.seed}): NOT pretrained, "
             "so the numbers below only show the pipeline works. Pass real weights with "
             "--weights eeg_dino_small.safetensors (see README: Weights)"
         )
     print(f"model:   {source}")
+    print(f"machine: {hardware.describe()}")
+    print(f"precision: {model.precision}" + (" (auto)" if args.precision == "auto" else ""))
     eeg = eeg_like_signal(args.channels, args.seconds, seed=args.seed)
     print(
         f"input:   {args.channels} channels x {args.seconds} s at {SAMPLING_RATE:g} Hz "
@@ -126,5 +132,11 @@ def configure_cli(subparsers) -> None:
     demo.add_argument("--channels", type=int, default=19)
     demo.add_argument("--seconds", type=int, default=10)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--precision",
+        choices=("auto", *hardware.PRECISIONS),
+        default="float32",
+        help="compute precision; auto: the fastest that keeps the accuracy bounds here",
+    )
     add_config_overrides(demo)
     demo.set_defaults(func=run_demo)

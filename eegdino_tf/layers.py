@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from eegdino_tf import hardware
 from eegdino_tf.config import CONV_POSITIONS, MAX_CHANNELS, PATCH_SIZE
 from eegdino_tf.errors import InputError
 
@@ -55,6 +56,45 @@ def gelu(x: tf.Tensor) -> tf.Tensor:
     if _GELU_FORM.get() == "erf":
         return 0.5 * x * (1.0 + tf.math.erf(x * tf.cast(math.sqrt(0.5), x.dtype)))
     return tf.nn.gelu(x, approximate=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Contractions: bfloat16 rounded to nearest on every CPU
+# ---------------------------------------------------------------------------------------------
+
+
+def _rounded_to_nearest(op, *operands: tf.Tensor) -> tf.Tensor:
+    """``op(*operands)``, with bfloat16 results rounded to nearest on every machine.
+
+    Where TensorFlow's bfloat16 kernels truncate their float32 results (its Eigen fallback:
+    AVX2-only CPUs, oneDNN off; see :mod:`eegdino_tf.hardware`), the op runs in float32 on
+    the bfloat16 values and the result is rounded to nearest: the arithmetic of native
+    bfloat16 kernels (float32 accumulation, one rounding), and faster than the fallback.
+    """
+    if operands[0].dtype != tf.bfloat16 or hardware.bf16_matmul_rounds_to_nearest():
+        return op(*operands)
+    return tf.cast(op(*(tf.cast(x, tf.float32) for x in operands)), tf.bfloat16)
+
+
+def matmul(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """``a @ b`` (see :func:`_rounded_to_nearest` for bfloat16)."""
+    return _rounded_to_nearest(tf.matmul, a, b)
+
+
+def einsum(equation: str, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """``tf.einsum(equation, a, b)`` (see :func:`_rounded_to_nearest` for bfloat16)."""
+    return _rounded_to_nearest(lambda x, y: tf.einsum(equation, x, y), a, b)
+
+
+@_SERIALIZABLE
+class Linear(keras.layers.Dense):
+    """``keras.layers.Dense`` (same weights, same config) whose matmul is :func:`matmul`."""
+
+    def call(self, inputs, training=None):
+        x = matmul(inputs, tf.cast(self.kernel, inputs.dtype))
+        if self.bias is not None:
+            x = x + tf.cast(self.bias, x.dtype)
+        return x if self.activation is None else self.activation(x)
 
 
 def _dim(x: tf.Tensor, axis: int) -> int | tf.Tensor:
@@ -412,7 +452,7 @@ class PatchEmbedding(_Float32Stream):
         policy = dict(dtype=self.dtype_policy)
         self.temporal = TemporalConvStack(conv_channels, norm_groups, name="temporal", **policy)
         self.spectrum = PatchSpectrum(name="spectrum")
-        self.spectral_proj = keras.layers.Dense(embed_dim, name="spectral_proj", **policy)
+        self.spectral_proj = Linear(embed_dim, name="spectral_proj", **policy)
         self.channel_embedding = ChannelEmbedding(embed_dim, name="channel_embedding", **policy)
         self.time_encoding = TimeEncoding(embed_dim, name="time_encoding", **policy)
 
@@ -471,8 +511,8 @@ class Attention(keras.layers.Layer):
         self.num_heads = int(num_heads)
         self.head_dim = self.embed_dim // self.num_heads
         policy = dict(dtype=self.dtype_policy)
-        self.qkv = keras.layers.Dense(3 * embed_dim, use_bias=False, name="qkv", **policy)
-        self.proj = keras.layers.Dense(embed_dim, name="proj", **policy)
+        self.qkv = Linear(3 * embed_dim, use_bias=False, name="qkv", **policy)
+        self.proj = Linear(embed_dim, name="proj", **policy)
 
     def build(self, input_shape):
         self.qkv.build(input_shape)
@@ -486,9 +526,9 @@ class Attention(keras.layers.Layer):
         qkv = self.qkv(_flat_tokens(x)) + qkv_bias
         # q, k, v: [B, N, H, D/H] each
         q, k, v = tf.split(tf.reshape(qkv, [batch, tokens, 3 * self.num_heads, -1]), 3, axis=2)
-        scores = tf.einsum("bqhd,bkhd->bhqk", q * self.head_dim**-0.5, k)
+        scores = einsum("bqhd,bkhd->bhqk", q * self.head_dim**-0.5, k)
         weights = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32)), v.dtype)
-        out = tf.einsum("bhqk,bkhd->bqhd", weights, v)
+        out = einsum("bhqk,bkhd->bqhd", weights, v)
         out = self.proj(tf.reshape(out, [batch * tokens, self.embed_dim]))
         return tf.reshape(out, [batch, tokens, self.embed_dim])
 
@@ -507,8 +547,8 @@ class Mlp(keras.layers.Layer):
         super().__init__(**kwargs)
         self.embed_dim = int(embed_dim)
         self.mlp_dim = int(mlp_dim)
-        self.fc1 = keras.layers.Dense(mlp_dim, name="fc1", dtype=self.dtype_policy)
-        self.fc2 = keras.layers.Dense(embed_dim, name="fc2", dtype=self.dtype_policy)
+        self.fc1 = Linear(mlp_dim, name="fc1", dtype=self.dtype_policy)
+        self.fc2 = Linear(embed_dim, name="fc2", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.fc1.build(input_shape)
@@ -601,11 +641,11 @@ class ClassificationHead(keras.layers.Layer):
         self.embed_dim = int(embed_dim)
         self.num_classes = int(num_classes)
         policy = dict(dtype=self.dtype_policy)
-        self.full_linear = keras.layers.Dense(embed_dim, name="full_linear", **policy)
-        self.channel_linear = keras.layers.Dense(embed_dim, name="channel_linear", **policy)
-        self.classifier_0 = keras.layers.Dense(embed_dim // 2, name="classifier_0", **policy)
-        self.classifier_3 = keras.layers.Dense(embed_dim // 4, name="classifier_3", **policy)
-        self.classifier_6 = keras.layers.Dense(num_classes, name="classifier_6", **policy)
+        self.full_linear = Linear(embed_dim, name="full_linear", **policy)
+        self.channel_linear = Linear(embed_dim, name="channel_linear", **policy)
+        self.classifier_0 = Linear(embed_dim // 2, name="classifier_0", **policy)
+        self.classifier_3 = Linear(embed_dim // 4, name="classifier_3", **policy)
+        self.classifier_6 = Linear(num_classes, name="classifier_6", **policy)
 
     def build(self, tokens_shape, eeg_shape=None):
         dims = (self.embed_dim, self.embed_dim, self.embed_dim, self.embed_dim // 2)

@@ -19,7 +19,6 @@ P = T / 200 one-second patches, D width):
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
@@ -27,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from eegdino_tf import hardware
 from eegdino_tf import weights as W
 from eegdino_tf.config import EEGDinoConfig, get_config
 from eegdino_tf.errors import InputError, WeightsError
@@ -40,14 +40,8 @@ from eegdino_tf.layers import (
     check_eeg_shape,
 )
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = hardware.PRECISIONS
 _SERIALIZABLE = keras.saving.register_keras_serializable(package="eegdino_tf")
-
-
-def _policy(precision: str) -> keras.DTypePolicy:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return keras.DTypePolicy(precision)
 
 
 class _EEGModel(keras.Model):
@@ -102,18 +96,16 @@ class _EEGModel(keras.Model):
 
 
 def default_jit_compile(precision: str) -> bool:
-    """Whether :meth:`predict` uses XLA when ``compile`` did not say.
+    """Whether :meth:`predict` uses XLA when ``compile`` did not say, for this machine.
 
-    Measured (``eegdino-tf bench``, README "Performance"): on CPU, XLA is faster in float32
-    and mixed_float16, while mixed_bfloat16 is faster without it (oneDNN's bf16 kernels); on a
-    GPU, XLA.
+    Measured (``eegdino-tf bench``, README "Performance"): XLA on a GPU and for float32 and
+    mixed_float16 on every CPU; for mixed_bfloat16, XLA except on CPUs with native bfloat16
+    (AMX-BF16, AVX512-BF16), where oneDNN's bfloat16 kernels beat it.
     """
-    return _has_gpu() or precision != "mixed_bfloat16"
-
-
-@functools.cache
-def _has_gpu() -> bool:
-    return bool(tf.config.list_physical_devices("GPU"))
+    hw = hardware.detect()
+    if hw.gpus or precision != "mixed_bfloat16":
+        return True
+    return not (hw.native_bf16 and hw.onednn_bf16)
 
 
 @_SERIALIZABLE
@@ -122,7 +114,9 @@ class EEGDinoEncoder(_EEGModel):
 
     Token 0 is the global token. Arguments mirror :class:`~eegdino_tf.EEGDinoConfig`, plus
     ``partial_patch`` and ``check_finite`` (see :class:`EEGInput`) and ``precision``
-    (``"float32"``, ``"mixed_float16"`` or ``"mixed_bfloat16"``; outputs stay float32).
+    (``"float32"``, ``"mixed_float16"``, ``"mixed_bfloat16"``, or ``"auto"``: the fastest of
+    them that keeps the accuracy bounds on this machine, see
+    :func:`eegdino_tf.hardware.auto_precision`; outputs stay float32).
     """
 
     def __init__(
@@ -143,7 +137,8 @@ class EEGDinoEncoder(_EEGModel):
         config = EEGDinoConfig(
             embed_dim, depth, num_heads, mlp_dim, tuple(conv_channels), norm_groups, input_scale
         )
-        policy = _policy(precision)
+        precision = hardware.resolve_precision(precision, embed_dim)
+        policy = keras.DTypePolicy(precision)
         eeg = keras.Input(shape=(None, None), name="eeg")
         x = EEGInput(input_scale, partial_patch, check_finite, name="eeg_input")(eeg)
         x = PatchEmbedding(
@@ -193,7 +188,7 @@ class EEGDinoClassifier(_EEGModel):
     ):
         eeg = keras.Input(shape=(None, None), name="eeg")
         head = ClassificationHead(
-            encoder.embed_dim, num_classes, name="head", dtype=_policy(encoder.precision)
+            encoder.embed_dim, num_classes, name="head", dtype=keras.DTypePolicy(encoder.precision)
         )
         logits = head(encoder(eeg), eeg)
         super().__init__(inputs=eeg, outputs=logits, name=name, **kwargs)
