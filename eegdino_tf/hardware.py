@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import os
 import platform
+import sys
 import warnings
 
 from eegdino_tf.config import PRESETS
@@ -191,7 +192,12 @@ def slow_precision_reason(precision: str, hw: Hardware | None = None) -> str | N
     if hw.gpus or precision == "float32":
         return None
     if precision == "mixed_bfloat16" and not (hw.native_bf16 and hw.onednn_bf16):
-        missing = "oneDNN is off" if not hw.onednn else "no " + " or ".join(NATIVE_BF16_FLAGS)
+        if not hw.onednn:
+            missing = "oneDNN is off"
+        elif hw.native_bf16:
+            missing = f"ONEDNN_MAX_CPU_ISA keeps oneDNN from {hw.native_bf16}"
+        else:
+            missing = "no " + " or ".join(NATIVE_BF16_FLAGS)
         return (
             f"mixed_bfloat16 on this CPU ({hw.cpu}: {missing}) has no native bfloat16 "
             "arithmetic: it runs slower than float32, for bfloat16's accuracy; "
@@ -207,7 +213,19 @@ def slow_precision_reason(precision: str, hw: Hardware | None = None) -> str | N
 
 @functools.cache
 def _warn_once(message: str) -> None:
-    warnings.warn(message, PrecisionWarning, stacklevel=4)
+    warnings.warn(message, PrecisionWarning, stacklevel=_caller_stacklevel())
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside this package and
+    Keras (the user's call), however deep the model construction went."""
+    import keras
+
+    inside = (os.path.dirname(__file__), os.path.dirname(keras.__file__))
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def describe(hw: Hardware | None = None) -> str:

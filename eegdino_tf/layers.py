@@ -266,27 +266,31 @@ class LayerNorm(keras.layers.Layer):
 
 @_SERIALIZABLE
 class GroupNorm(keras.layers.Layer):
-    """GroupNorm of ``[B, H, W, c]`` with statistics per example and group over H, W and the
-    group's channels (all patches at once), eps 1e-5, in float32."""
+    """GroupNorm of channel-major patch features ``[B, N, c * positions]`` (feature =
+    channel * positions + position): statistics per example and group over all N patches,
+    the positions and the group's channels, eps 1e-5, in float32. ``gamma``/``beta``: ``[c]``.
+    """
 
-    def __init__(self, groups: int, **kwargs):
+    def __init__(self, groups: int, positions: int = CONV_POSITIONS, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.groups = int(groups)
+        self.positions = int(positions)
 
     def build(self, input_shape):
-        channels = input_shape[-1]
+        channels = input_shape[-1] // self.positions
         self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
         self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
 
     def call(self, x):
-        batch, height, width, channels = (_dim(x, i) for i in range(4))
-        grouped = tf.reshape(x, [batch, height, width, self.groups, channels // self.groups])
-        normed = tf.reshape(_standardize(grouped, [[2, 4], [1]]), [batch, height, width, channels])
-        return normed * self.gamma + self.beta
+        batch, tokens, features = (_dim(x, i) for i in range(3))
+        grouped = tf.reshape(x, [batch, tokens, self.groups, features // self.groups])
+        normed = tf.reshape(_standardize(grouped, [[3], [1]]), [batch, tokens, features])
+        gamma, beta = (tf.repeat(w, self.positions) for w in (self.gamma, self.beta))
+        return normed * gamma + beta
 
     def get_config(self):
-        return {**super().get_config(), "groups": self.groups}
+        return {**super().get_config(), "groups": self.groups, "positions": self.positions}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,12 +299,81 @@ class GroupNorm(keras.layers.Layer):
 
 
 @_SERIALIZABLE
+class PatchConv(keras.layers.Layer):
+    """A 1-D convolution inside each patch, run as one matmul: ``[B, N, c_in * L_in] ->
+    [B, N, c_out * L_out]``, features channel-major on both sides.
+
+    A convolution over a patch's ``L_in`` positions is a linear map of the patch, so it is
+    the matmul with a banded ``[c_in * L_in, c_out * L_out]`` matrix built from the kernel
+    (``placement[i, t, j] = 1`` where input position ``i = t * stride + j - padding``): one
+    well-shaped GEMM instead of a convolution over a ``[B, N, L, c]`` image, and zero padding
+    for free. The kernel keeps ``Conv2D``'s ``[1, kernel, c_in, c_out]`` layout.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int,
+        length: int,
+        strides: int = 1,
+        padding: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.length = int(length)
+        self.strides = int(strides)
+        self.padding = int(padding)
+        self.out_length = (self.length + 2 * self.padding - self.kernel_size) // self.strides + 1
+        i = np.arange(self.length)[:, None, None]
+        t = np.arange(self.out_length)[None, :, None]
+        j = np.arange(self.kernel_size)[None, None, :]
+        placement = i == t * self.strides + j - self.padding  # [L_in, L_out, kernel]
+        self._placement = placement.astype(np.float32)
+
+    def build(self, input_shape):
+        in_channels = input_shape[-1] // self.length
+        shape = (1, self.kernel_size, in_channels, self.filters)
+        self.kernel = self.add_weight(shape=shape, name="kernel")
+        self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
+
+    def banded_matrix(self) -> tf.Tensor:
+        """The conv as a ``[c_in * L_in, c_out * L_out]`` matrix, in the compute dtype."""
+        # Each entry is one kernel value (or 0): built in float32, then cast, it is exact.
+        kernel = tf.cast(self.kernel[0], tf.float32)  # [kernel, c_in, c_out]
+        banded = tf.einsum("itj,jab->aibt", self._placement, kernel)  # [c_in, L_in, c_out, L_out]
+        banded = tf.reshape(banded, [-1, self.filters * self.out_length])
+        return tf.cast(banded, self.compute_dtype)
+
+    def call(self, x):
+        batch, tokens = _dim(x, 0), _dim(x, 1)
+        y = matmul(tf.reshape(x, [batch * tokens, -1]), self.banded_matrix())
+        y = y + tf.repeat(tf.cast(self.bias, y.dtype), self.out_length)
+        return tf.reshape(y, [batch, tokens, self.filters * self.out_length])
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters * self.out_length)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "length": self.length,
+            "strides": self.strides,
+            "padding": self.padding,
+        }
+
+
+@_SERIALIZABLE
 class TemporalConvStack(keras.layers.Layer):
     """Three ``Conv -> GroupNorm -> GELU`` blocks over each patch: ``[B, N, 200] -> [B, N, D]``.
 
-    The patches form an NHWC image ``[B, N, 200, 1]``; the first conv (kernel 49, stride 25,
-    padding 24) leaves 8 positions, the next two (kernel 3, padding 1) keep them. The result
-    ``[B, N, 8, c3]`` is flattened channel-major: feature = conv_channel * 8 + position.
+    conv1 (kernel 49, stride 25, padding 24) turns the 200 samples into 8 positions x c1
+    channels; conv2 and conv3 (kernel 3, padding 1) keep the 8 positions. Each is a
+    :class:`PatchConv`; features stay channel-major (feature = conv_channel * 8 + position),
+    which is the output's order.
     """
 
     def __init__(self, conv_channels: tuple[int, int, int], norm_groups: int, **kwargs):
@@ -309,16 +382,15 @@ class TemporalConvStack(keras.layers.Layer):
         self.norm_groups = int(norm_groups)
         c1, c2, c3 = self.conv_channels
         conv = dict(dtype=self.dtype_policy)
-        self.conv1 = keras.layers.Conv2D(c1, (1, 49), strides=(1, 25), name="conv1", **conv)
-        self.conv2 = keras.layers.Conv2D(c2, (1, 3), padding="same", name="conv2", **conv)
-        self.conv3 = keras.layers.Conv2D(c3, (1, 3), padding="same", name="conv3", **conv)
+        self.conv1 = PatchConv(c1, 49, PATCH_SIZE, strides=25, padding=24, name="conv1", **conv)
+        self.conv2 = PatchConv(c2, 3, CONV_POSITIONS, padding=1, name="conv2", **conv)
+        self.conv3 = PatchConv(c3, 3, CONV_POSITIONS, padding=1, name="conv3", **conv)
         self.norm1, self.norm2, self.norm3 = (
             GroupNorm(norm_groups, name=f"norm{i}") for i in (1, 2, 3)
         )
 
     def build(self, input_shape):
-        batch, patches, _ = input_shape
-        shape = (batch, patches, PATCH_SIZE + 48, 1)
+        shape = input_shape
         for conv, norm in self._blocks():
             conv.build(shape)
             shape = conv.compute_output_shape(shape)
@@ -328,12 +400,13 @@ class TemporalConvStack(keras.layers.Layer):
         return ((self.conv1, self.norm1), (self.conv2, self.norm2), (self.conv3, self.norm3))
 
     def call(self, patches):
-        x = tf.pad(patches[..., None], [[0, 0], [0, 0], [24, 24], [0, 0]])
+        x = patches
         for conv, norm in self._blocks():
             x = gelu(tf.cast(norm(conv(x)), self.compute_dtype))
-        batch, tokens = _dim(x, 0), _dim(x, 1)
-        x = tf.transpose(x, [0, 1, 3, 2])  # [B, N, c3, 8]
-        return tf.reshape(x, [batch, tokens, self.conv_channels[2] * CONV_POSITIONS])
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.conv_channels[2] * CONV_POSITIONS)
 
     def get_config(self):
         return {
