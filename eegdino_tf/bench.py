@@ -14,12 +14,19 @@ For every size, batch and precision it times the encoder on EEG-like random micr
 Every runtime gets the same thread count. After warm-up calls the contenders take turns
 (round-robin within each repetition, so drifting machine load hits all of them alike; a short
 call's turn starts with an untimed call, so the runtime before it leaves no cold caches
-behind) and the median of the timed calls is reported, with samples/s, achieved GFLOP/s and
-the speed ratio to PyTorch at the same precision. The report also holds the RSS of some
-runtimes at the largest size and batch 8, each measured alone in a fresh process (model
-loaded, peak of the first call, peak of a later one), an RSS check over many repeated calls
-(no growth expected), and what machine it ran on. It is printed as a table and written as
-JSON and a PNG chart.
+behind) and the median of the timed calls is reported, with samples/s, achieved GFLOP/s, the
+share of the machine's matmul peak that is, and the speed ratio to PyTorch at the same
+precision. With ``--isolated`` each contender is then timed again the same way, alone in a
+fresh process (rows of mode ``isolated``; the round-robin ones are of mode ``round-robin``;
+ratios compare rows of one mode).
+
+The report also holds the machine's matmul peak (one large square matmul in TensorFlow and
+PyTorch, float32 and bfloat16, at the same thread count), the per-call overhead of
+``predict`` over the bare compiled call it makes, the RSS of some runtimes at the largest size
+and batch 8, each measured alone in a fresh process (model loaded, peak of the first call,
+peak of a later one), an RSS check over many repeated calls (no growth expected), and what
+machine it ran on (CPU model and flags). It is printed as a table and written as JSON and a
+PNG chart.
 
 Exports run in a child process under a memory cap (they need far more memory than the model:
 large's do not fit in 24 GB), and are skipped, with a note, when they would not fit.
@@ -42,7 +49,6 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,11 +68,39 @@ EXPORTED = ("tflite", "onnx")
 #: Calls faster than this (ms, once warm) get an untimed call right before each timed one.
 LEAD_IN_BELOW_MS = 250.0
 #: Share of the memory available at the start that a child process (an export, a memory
-#: probe) may take before it is stopped.
+#: probe, an isolated timing) may take before it is stopped.
 MEMORY_CAP = 0.6
+#: How the rows were timed: taking turns with the others, or alone in a fresh process.
+ROUND_ROBIN, ISOLATED = "round-robin", "isolated"
+MODES = (ROUND_ROBIN, ISOLATED)
+#: Side of the square matmul whose speed is the machine's peak (``2 n**3`` FLOPs a call).
+PEAK_GEMM = 2048
+#: Timed calls of each peak matmul (after an untimed one), fewer when the first call shows
+#: they would take longer than :data:`PEAK_BUDGET_MS` together.
+PEAK_RUNS = 5
+PEAK_BUDGET_MS = 3000.0
+#: The matmul peaks: name -> (library, dtype, XLA).
+PEAKS = {
+    "tf_float32": ("tf", "float32", False),
+    "tf_bfloat16": ("tf", "bfloat16", False),
+    "tf_xla_float32": ("tf", "float32", True),
+    "tf_xla_bfloat16": ("tf", "bfloat16", True),
+    "torch_float32": ("torch", "float32", False),
+    "torch_bfloat16": ("torch", "bfloat16", False),
+}
+#: The dtype whose best matmul peak a row of each precision is a fraction of. mixed_float16
+#: counts against float32's: CPUs have no fast float16 matmul, so float32's is its ceiling.
+PEAK_DTYPE = {"float32": "float32", "mixed_float16": "float32", "mixed_bfloat16": "bfloat16"}
+#: Wall time of ``--quick`` (measured: 24.5 s on a 2-core AMD EPYC VM, PyTorch included) and
+#: of the full default run (approximate: the last one, without isolated runs, took 40-60
+#: minutes there; the isolated runs add one process start, model build and compile per
+#: contender, and the timed calls again).
+QUICK_TIME = "about 25 s"
+FULL_TIME = "roughly 1.5-2 hours (40-60 minutes with --no-isolated)"
 DESCRIPTION = (
     "Time the EEG-DINO encoder (Keras eager, predict, graph, XLA; TFLite; ONNX Runtime) against"
     " the PyTorch reference at the same thread count; print a table, write JSON and a PNG chart."
+    f" On 2 cores the full default run takes {FULL_TIME} (approximate); --quick {QUICK_TIME}."
 )
 JSON_NAME = "bench.json"
 CHART_NAME = "bench.png"
@@ -99,6 +133,8 @@ class Settings:
     depth: int | None = None
     leak_calls: int = 200
     memory_runtimes: tuple[str, ...] = ("predict", "xla", "torch")
+    isolated: bool = True
+    gemm: int = PEAK_GEMM
     output_dir: Path = Path("bench_results")
 
     def config(self, size: str) -> EEGDinoConfig:
@@ -111,8 +147,19 @@ class Settings:
         return size, 8 if 8 in self.batches else max(self.batches)
 
 
-#: ``--quick``: a short smoke run (explicit options still win).
-QUICK = {"sizes": ("small",), "batches": (1, 8), "runs": 3, "warmup": 1, "leak_calls": 20}
+#: ``--quick``: a short smoke run, the real small model through the main runtimes, no exports,
+#: memory probes or isolated runs (explicit options still win).
+QUICK = {
+    "sizes": ("small",),
+    "precisions": ("float32",),
+    "batches": (1, 8),
+    "runtimes": ("predict", "xla", "torch"),
+    "runs": 3,
+    "warmup": 2,
+    "leak_calls": 20,
+    "memory_runtimes": (),
+    "isolated": False,
+}
 
 
 def _choices(allowed: Sequence[str], none: bool = False) -> Callable[[str], tuple[str, ...]]:
@@ -147,6 +194,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _quick_text() -> str:
+    """What ``--quick`` sets, as ``name value`` pairs."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, tuple):
+            return ",".join(map(str, value)) or "none"
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return str(value)
+
+    return ", ".join(f"{name.replace('_', '-')} {text(v)}" for name, v in QUICK.items())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options (shared by the CLI and ``examples/bench.py``)."""
     d = Settings()
@@ -168,8 +228,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_choices(RUNTIMES, none=True),
         help=f"runtimes whose peak RSS is measured, or none (default {joined(d.memory_runtimes)})",
     )
+    add(
+        "--isolated",
+        action=argparse.BooleanOptionalAction,
+        help="after the round-robin, time each contender again alone in a fresh process"
+        " (default: on; off with --quick)",
+    )
+    add("--gemm", type=_positive_int, help=f"side of the peak matmul (default {d.gemm})")
     add("--output-dir", type=Path, default=d.output_dir, help="where bench.json/png go")
-    add("--quick", action="store_true", help="short smoke run: " + ", ".join(QUICK))
+    add("--quick", action="store_true", help=f"short smoke run, {QUICK_TIME}: {_quick_text()}")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -296,19 +363,30 @@ def run_in_child(fn: Callable[..., Any], *args: Any, limit_mb: float | None = No
 
 
 def machine_info(threads: int) -> dict[str, Any]:
-    """CPU, cores, thread setting, memory and library versions."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
-        names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
-        cpu = names[0] if names else cpu
+    """CPU (model, the flags that decide speed, :func:`eegdino_tf.hardware.describe`), cores,
+    thread setting, memory and library versions."""
+    from eegdino_tf import hardware
+
+    hw = hardware.detect()
     versions = {}
-    for module in ("tensorflow", "keras", "numpy", "torch", "braindecode", "onnxruntime"):
+    libraries = (
+        "tensorflow",
+        "keras",
+        "numpy",
+        "torch",
+        "torchaudio",
+        "braindecode",
+        "onnxruntime",
+    )
+    for module in libraries:
         mod = sys.modules.get(module)
         if mod is not None:
             versions[module] = getattr(mod, "__version__", "?")
     total = _proc_mb("/proc/meminfo", "MemTotal")
     return {
-        "cpu": cpu,
+        "cpu": hw.cpu,
+        "cpu_flags": hw.flag_report(),
+        "hardware": hardware.describe(hw),
         "logical_cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "threads": threads,
@@ -353,37 +431,9 @@ def configure_threads(threads: int) -> dict[str, int]:
     return effective
 
 
-def _stub_torchaudio() -> None:
-    """Let braindecode import where torchaudio cannot load.
-
-    braindecode imports torchaudio at package import (for filter layers EEG-DINO does not
-    use); PyPI's torchaudio is a CUDA build whose extension fails to load beside a CPU-only
-    torch. A stand-in module whose every attribute raises on use keeps EEGDINO importable.
-    """
-    try:
-        import torchaudio  # noqa: F401
-    except (ImportError, OSError):
-        pass
-    else:
-        return
-
-    class _Missing(types.ModuleType):
-        def __getattr__(self, name: str) -> type:
-            if name.startswith("__"):
-                raise AttributeError(name)
-
-            def unavailable(*args: Any, **kwargs: Any) -> None:
-                raise NotImplementedError(f"torchaudio.{name}: torchaudio could not be loaded")
-
-            return type(name, (), {"__init__": unavailable})
-
-    root = _Missing("torchaudio")
-    root.__path__ = []
-    sys.modules["torchaudio"] = root
-    for sub in ("functional", "transforms"):
-        module = _Missing(f"torchaudio.{sub}")
-        setattr(root, sub, module)
-        sys.modules[module.__name__] = module
+#: What makes braindecode importable beside TensorFlow on a CPU (the ``bench`` extra's pins):
+#: braindecode imports torchaudio, whose PyPI wheels need the PyTorch build they were made for.
+BENCH_INSTALL = "pip install torch==2.9.1 torchaudio==2.9.1 braindecode==1.8.1"
 
 
 def reference_model(config: EEGDinoConfig, channels: int, samples: int) -> Any:
@@ -392,11 +442,13 @@ def reference_model(config: EEGDinoConfig, channels: int, samples: int) -> Any:
         import torch  # noqa: F401
     except ImportError as err:
         raise Unavailable(f"PyTorch is not installed ({err})") from None
-    _stub_torchaudio()
     try:
         from braindecode.models import EEGDINO
-    except ImportError as err:
-        raise Unavailable(f"braindecode's EEGDINO cannot be imported ({err})") from None
+    except (ImportError, OSError) as err:  # OSError: a torchaudio built for another torch
+        raise Unavailable(
+            f"braindecode's EEGDINO cannot be imported ({type(err).__name__}: {err});"
+            f" the bench extra's versions import: {BENCH_INSTALL}"
+        ) from None
     g = config.norm_groups
     c1, c2, c3 = config.conv_channels
     convs = ((c1, 49, 25, 24, (g, c1)), (c2, 3, 1, 1, (g, c2)), (c3, 3, 1, 1, (g, c3)))
@@ -533,13 +585,16 @@ class SizeModels:
 
     def exported(self, fmt: str, batch: int) -> Path:
         """A float32 export (ONNX: dynamic batch; TFLite: ``batch`` fixed), made in a child
-        process under the memory cap. A format that failed once is not tried again."""
+        process under the memory cap. A format that failed once is not tried again; one
+        already in ``workdir`` (made earlier in this run, as for an isolated timing) is used."""
+        name = f"{self.size}_b{batch}.tflite" if fmt == "tflite" else f"{self.size}.onnx"
+        if (self.workdir / name).exists():
+            return self.workdir / name
         self._get((fmt, "any batch"), self._export_fits)
         s = self.settings
         options = {"channels": s.channels, "samples": s.samples}
         if fmt == "tflite":
             options["batch"] = batch
-        name = f"{self.size}_b{batch}.tflite" if fmt == "tflite" else f"{self.size}.onnx"
         args = (export_encoder, s, self.size, fmt, self.workdir / name, options)
 
         def make() -> Path:
@@ -583,6 +638,78 @@ class SizeModels:
         if runtime == "predict":
             return lambda x: model.predict(x, batch_size=len(x), verbose=0)
         return lambda x: np.asarray(model(x, training=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine's matmul peak
+# ---------------------------------------------------------------------------------------------
+
+
+def gemm_runner(library: str, dtype: str, jit_compile: bool, n: int) -> tuple[Runner, Any]:
+    """A function computing ``a @ a`` in ``library`` (``tf``: a ``tf.function``, XLA or not;
+    ``torch``), and its operand ``a``: ``n x n`` seeded values of ``dtype``."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32) / np.sqrt(n)
+    if library == "torch":
+        try:
+            import torch
+        except ImportError as err:
+            raise Unavailable(f"PyTorch is not installed ({err})") from None
+
+        def run(a: Any) -> Any:
+            with torch.inference_mode():
+                return torch.mm(a, a)
+
+        return run, torch.from_numpy(a).to(getattr(torch, dtype))
+    import tensorflow as tf
+
+    fn = tf.function(lambda a: tf.matmul(a, a), jit_compile=jit_compile)
+    return (lambda a: fn(a).numpy()), tf.cast(a, dtype)
+
+
+def gemm_gflop_per_s(run: Runner, a: Any, n: int, runs: int) -> float:
+    """GFLOP/s of ``run(a)``, an ``n``-sided square matmul: the median of up to ``runs``
+    timed calls after an untimed one (tracing, compiling), fewer past :data:`PEAK_BUDGET_MS`."""
+    run(a)
+    times: list[float] = []
+    while len(times) < runs and sum(times) < PEAK_BUDGET_MS:
+        times.append(_time_ms(run, a))
+    return 2.0 * n**3 / statistics.median(times) / 1e6
+
+
+def matmul_peak(
+    n: int, runs: int, notes: list[str], log: Callable[[str], None]
+) -> dict[str, float | None]:
+    """:func:`gemm_gflop_per_s` of each of :data:`PEAKS` (None, with a note, where it cannot
+    run), at the thread count :func:`configure_threads` set."""
+    peaks: dict[str, float | None] = {}
+    for name, (library, dtype, jit_compile) in PEAKS.items():
+        peaks[name] = None
+        try:
+            peaks[name] = gemm_gflop_per_s(*gemm_runner(library, dtype, jit_compile, n), n, runs)
+        except Unavailable as err:
+            notes.append(f"matmul peak {name}: skipped, {err}")
+        except Exception as err:  # e.g. a dtype this library has no kernel for
+            notes.append(f"matmul peak {name}: failed, {type(err).__name__}: {err}")
+        else:
+            log(f"  peak   {name:<16} {peaks[name]:9.1f} GFLOP/s")
+    return peaks
+
+
+def best_peaks(peaks: dict[str, float | None]) -> dict[str, float | None]:
+    """The highest matmul peak of each dtype (float32, bfloat16), over libraries and XLA."""
+    return {
+        dtype: max((v for k, v in peaks.items() if v and k.endswith("_" + dtype)), default=None)
+        for dtype in ("float32", "bfloat16")
+    }
+
+
+def add_peak_fractions(rows: list[dict[str, Any]], peaks: dict[str, float | None]) -> None:
+    """Add ``fraction_of_peak`` to each row: its GFLOP/s over the best matmul peak of the
+    dtype its precision is measured against (:data:`PEAK_DTYPE`); None without that peak."""
+    best = best_peaks(peaks)
+    for row in rows:
+        peak = best[PEAK_DTYPE[row["precision"]]]
+        row["fraction_of_peak"] = row["gflop_per_s"] / peak if peak else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -724,7 +851,9 @@ def leak_check(contender: Contender, x: np.ndarray, calls: int) -> dict[str, Any
     }
 
 
-def _rows(size: str, batch: int, flops: float, contenders: list[Contender]) -> list[dict[str, Any]]:
+def _rows(
+    size: str, batch: int, flops: float, contenders: list[Contender], mode: str = ROUND_ROBIN
+) -> list[dict[str, Any]]:
     rows = []
     for c in contenders:
         median = statistics.median(c.times_ms)
@@ -734,6 +863,7 @@ def _rows(size: str, batch: int, flops: float, contenders: list[Contender]) -> l
                 "precision": c.precision,
                 "runtime": c.runtime,
                 "batch": batch,
+                "mode": mode,
                 "median_ms": median,
                 "min_ms": min(c.times_ms),
                 "max_ms": max(c.times_ms),
@@ -746,26 +876,105 @@ def _rows(size: str, batch: int, flops: float, contenders: list[Contender]) -> l
     return rows
 
 
+def time_alone(
+    settings: Settings, size: str, runtime: str, precision: str, batch: int, workdir: Path
+) -> dict[str, Any]:
+    """The result row of one contender timed alone in this (fresh) process, the way
+    :func:`measure` times it among the others (warm-up, runs, lead-in calls); exports are
+    the ones already in ``workdir``."""
+    configure_threads(settings.threads)
+    models = SizeModels(settings, size, workdir)
+    shape = (settings.channels, settings.samples)
+    x = eeg_input(batch, *shape)
+    contender = Contender(runtime, precision, models.runner(runtime, precision, batch))
+    notes: list[str] = []
+    ready = measure([contender], x, settings.runs, settings.warmup, notes, log=lambda _: None)
+    if not ready:
+        raise Unavailable(notes[-1])
+    (row,) = _rows(size, batch, flops_per_example(models.config, *shape), ready, ISOLATED)
+    return row
+
+
+def isolated_rows(
+    settings: Settings,
+    rows: list[dict[str, Any]],
+    workdir: Path,
+    cap_mb: float | None,
+    notes: list[str],
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """:func:`time_alone` for the contender of each of ``rows`` (the round-robin's), each in
+    a process of its own under the memory cap; failures go to ``notes``."""
+    found = []
+    for r in rows:
+        what = f"{r['runtime']} ({r['precision']}), {r['size']} batch {r['batch']}"
+        args = (settings, r["size"], r["runtime"], r["precision"], r["batch"], workdir)
+        try:
+            found.append(run_in_child(time_alone, *args, limit_mb=cap_mb))
+        except Unavailable as err:
+            notes.append(f"{what}, alone: failed, {err}")
+            continue
+        log(f"  alone  {what}: median {found[-1]['median_ms']:.1f} ms")
+    return found
+
+
+def _key(row: dict[str, Any], **changes: Any) -> tuple:
+    """``(mode, size, batch, runtime, precision)`` of ``row``, with ``changes``."""
+    r = {**row, **changes}
+    return r["mode"], r["size"], r["batch"], r["runtime"], r["precision"]
+
+
 def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Add speed ratios to each of our rows (above 1: this row is faster).
+    """Add speed ratios to each of our rows (above 1: this row is faster), each against a
+    row of the same mode.
 
     ``vs_torch``: PyTorch's median time at the same size, batch and precision over ours;
     ``vs_torch_min``: the same with the fastest calls (less sensitive to machine load);
     ``vs_float32``: the same runtime's float32 median over ours.
     """
-    by_key = {(r["size"], r["batch"], r["runtime"], r["precision"]): r for r in rows}
+    by_key = {_key(r): r for r in rows}
     reference = {p: r for r, p in REFERENCES.items()}
     for row in rows:
         ours = row["runtime"] not in REFERENCES
-        key = (row["size"], row["batch"])
-        torch = by_key.get((*key, reference.get(row["precision"]), row["precision"]))
-        f32 = by_key.get((*key, row["runtime"], "float32"))
+        torch = by_key.get(_key(row, runtime=reference.get(row["precision"])))
+        f32 = by_key.get(_key(row, precision="float32"))
         for name, other, stat in (
             ("vs_torch", torch, "median_ms"),
             ("vs_torch_min", torch, "min_ms"),
             ("vs_float32", f32, "median_ms"),
         ):
             row[name] = other[stat] / row[stat] if ours and other else None
+
+
+def bare_runtimes() -> dict[str, str]:
+    """For each precision, the runtime that times the compiled call ``predict`` makes here:
+    ``xla`` or ``graph``, as :func:`eegdino_tf.models.default_jit_compile` picks."""
+    from eegdino_tf.models import default_jit_compile
+
+    return {p: "xla" if default_jit_compile(p) else "graph" for p in PRECISIONS}
+
+
+def predict_overheads(rows: list[dict[str, Any]], bare: dict[str, str]) -> list[dict[str, Any]]:
+    """What ``predict`` costs a call over the bare compiled call it makes (``bare``, per
+    precision): the difference of the medians, wherever both ran (same mode, size, batch)."""
+    by_key = {_key(r): r for r in rows}
+    found = []
+    for r in rows:
+        other = by_key.get(_key(r, runtime=bare[r["precision"]]))
+        if r["runtime"] == "predict" and other:
+            found.append(
+                {
+                    "size": r["size"],
+                    "precision": r["precision"],
+                    "batch": r["batch"],
+                    "mode": r["mode"],
+                    "bare_runtime": other["runtime"],
+                    "predict_ms": r["median_ms"],
+                    "bare_ms": other["median_ms"],
+                    "overhead_ms": r["median_ms"] - other["median_ms"],
+                }
+            )
+    return found
 
 
 def run_benchmark(settings: Settings, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -779,6 +988,8 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = print) -> dic
     available = available_mb()
     cap_mb = MEMORY_CAP * available if available else None
     load_start = _load_average()
+    log(f"matmul peak, {settings.gemm}^3:")
+    peaks = matmul_peak(settings.gemm, settings.runs, notes, log)
     with tempfile.TemporaryDirectory(prefix="eegdino-bench-") as tmp:
         for size in settings.sizes:
             models = SizeModels(settings, size, Path(tmp), cap_mb)
@@ -796,7 +1007,11 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = print) -> dic
                             leaks.append(leak_check(c, x, settings.leak_calls))
             del models
             gc.collect()
+        if settings.isolated:
+            log("each contender alone, in a process of its own:")
+            rows += isolated_rows(settings, rows, Path(tmp), cap_mb, notes, log)
     add_ratios(rows)
+    add_peak_fractions(rows, peaks)
     memory = peak_memory(settings, notes, cap_mb) if settings.memory_runtimes else {}
     info = machine_info(settings.threads)  # now with the versions of what got imported
     info["threads_in_effect"] = threads
@@ -809,7 +1024,9 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = print) -> dic
         "gflop_per_example": {
             s: flops_per_example(settings.config(s), *shape) / 1e9 for s in settings.sizes
         },
+        "matmul_peak_gflop_per_s": peaks,
         "results": rows,
+        "predict_overhead_ms": predict_overheads(rows, bare_runtimes()),
         "peak_memory": memory,
         "rss_check": leaks,
         "notes": notes,
@@ -825,33 +1042,60 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _flags_text(flags: dict[str, bool]) -> str:
+    """``avx2 fma; no amx_bf16`` from a ``{flag: present}`` map."""
+    have = " ".join(f for f, present in flags.items() if present) or "none"
+    lacking = " ".join(f for f, present in flags.items() if not present)
+    return have + (f"; no {lacking}" if lacking else "")
+
+
+def table_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` in the order they were first measured, each isolated row right after the
+    round-robin row of the same contender."""
+    first: dict[tuple, int] = {}
+    for i, r in enumerate(rows):
+        first.setdefault(_key(r, mode=ROUND_ROBIN), i)
+    return sorted(rows, key=lambda r: (first[_key(r, mode=ROUND_ROBIN)], MODES.index(r["mode"])))
+
+
 def format_report(report: dict[str, Any]) -> str:
-    """The report as text: machine, results table, memory, RSS check, notes."""
+    """The report as text: machine, matmul peak, results table, predict's overhead, memory,
+    RSS check, notes."""
     m = report["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    gemm = report["settings"]["gemm"]
+    peaks = ", ".join(
+        f"{k} {'-' if v is None else f'{v:.1f}'}"
+        for k, v in report["matmul_peak_gflop_per_s"].items()
+    )
     lines = [
-        f"CPU: {m['cpu']}, {m['usable_cores']} usable of {m['logical_cores']} cores, "
-        f"{m['threads']} threads per runtime; "
+        f"CPU: {m['cpu']} ({_flags_text(m['cpu_flags'])}), {m['usable_cores']} usable of "
+        f"{m['logical_cores']} cores, {m['threads']} threads per runtime; "
         f"load average {m['load_average_start']} -> {m['load_average']}",
+        f"hardware: {m['hardware']}",
         f"versions: {versions}",
         "input: {channels} x {samples} microvolts; GFLOP per example: ".format(**report["input"])
         + ", ".join(f"{s} {g:.2f}" for s, g in report["gflop_per_example"].items()),
+        f"matmul peak ({gemm}x{gemm}x{gemm}, GFLOP/s): {peaks}",
         "",
     ]
-    header = ("size", "precision", "runtime", "batch", "median ms", "min ms", "samples/s",
-              "GFLOP/s", "vs torch", "(min)", "vs f32")  # fmt: skip
+    header = ("size", "precision", "runtime", "mode", "batch", "median ms", "min ms",
+              "samples/s", "GFLOP/s", "peak", "vs torch", "(min)", "vs f32")  # fmt: skip
     table = [header]
-    for r in report["results"]:
+    for r in table_order(report["results"]):
+        fraction = r["fraction_of_peak"]
         table.append(
             (
                 r["size"],
                 r["precision"],
                 r["runtime"],
+                r["mode"],
                 str(r["batch"]),
                 f"{r['median_ms']:.1f}",
                 f"{r['min_ms']:.1f}",
                 f"{r['samples_per_s']:.2f}",
                 f"{r['gflop_per_s']:.1f}",
+                "-" if fraction is None else f"{fraction:.0%}",
                 _ratio(r["vs_torch"]),
                 _ratio(r["vs_torch_min"]),
                 _ratio(r["vs_float32"]),
@@ -860,14 +1104,26 @@ def format_report(report: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         cells = [
-            c.ljust(w) if i < 3 else c.rjust(w)
+            c.ljust(w) if i < 4 else c.rjust(w)
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
-    lines.append(
-        "vs torch: PyTorch's median time at the same precision / ours (>1: we are faster);"
-        " (min): the same with the fastest calls; vs f32: our float32 time / this one"
-    )
+    lines += [
+        "mode: timed taking turns with the others (round-robin) or alone in a fresh process"
+        " (isolated); ratios compare rows of one mode",
+        "peak: GFLOP/s over the best float32 matmul peak (bfloat16's for mixed_bfloat16);"
+        " vs torch: PyTorch's median time at the same precision / ours (>1: we are faster);"
+        " (min): the same with the fastest calls; vs f32: our float32 time / this one",
+    ]
+    overheads = report["predict_overhead_ms"]
+    if overheads:
+        lines += ["", "predict's overhead over the bare compiled call it makes (median ms):"]
+        for o in overheads:
+            lines.append(
+                f"  {o['size']:<7} {o['precision']:<14} batch {o['batch']:<3} {o['mode']:<11} "
+                f"{o['overhead_ms']:+7.2f} ({o['predict_ms']:.2f} - {o['bare_runtime']} "
+                f"{o['bare_ms']:.2f})"
+            )
     memory = report["peak_memory"]
     if memory:
         lines += [
@@ -895,8 +1151,8 @@ def write_json(report: dict[str, Any], path: Path) -> None:
 
 
 def draw_chart(report: dict[str, Any], path: Path) -> bool:
-    """Throughput (samples/s at the largest batch) per runtime, a panel per size, a bar per
-    precision. False (no chart) without matplotlib."""
+    """Throughput (samples/s at the largest batch, round-robin) per runtime, a panel per size,
+    a bar per precision. False (no chart) without matplotlib."""
     try:
         import matplotlib
 
@@ -904,7 +1160,7 @@ def draw_chart(report: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    rows = report["results"]
+    rows = [r for r in report["results"] if r["mode"] == ROUND_ROBIN]
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     runtimes = [r for r in RUNTIMES if any(row["runtime"] == r for row in rows)]
     precisions = [p for p in PRECISIONS if any(row["precision"] == p for row in rows)]
