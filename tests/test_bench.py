@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import CASES, REPO, fixture_path, load_io, nrmse
+from conftest import REPO
 
 from eegdino_tf import bench, hardware
 from eegdino_tf.config import PRESETS
@@ -266,19 +266,3 @@ def test_example_script_shows_help():
     assert result.returncode == 0, result.stderr
     assert "--runtimes" in result.stdout
     assert "tensorflow" not in result.stderr.lower()
-
-
-@pytest.mark.parametrize(
-    ("precision", "limit"), [("mixed_float16", 5e-3), ("mixed_bfloat16", 2e-2)]
-)
-def test_mixed_precision_small_encoder_accuracy(precision, limit):
-    import eegdino_tf
-
-    io = load_io("small")
-    encoder = eegdino_tf.load_encoder(
-        fixture_path("small_encoder.safetensors"), precision=precision
-    )
-    for case in CASES:
-        tokens = encoder.predict(io[f"raw_uv{case}"], verbose=0)
-        assert tokens.dtype == "float32"
-        assert nrmse(tokens, io[f"tokens{case}"]) <= limit
