@@ -81,31 +81,32 @@ class Hardware:
         return {f: f in self.flags for f in REPORTED_FLAGS}
 
 
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (x86 ``flags``, Arm ``Features``);
-    empty where that file does not exist."""
+def _cpuinfo_field(*keys: str) -> str | None:
+    """The first ``/proc/cpuinfo`` value under one of ``keys``; None without that file."""
     try:
         with open("/proc/cpuinfo") as info:
             for line in info:
                 key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return frozenset(value.split())
+                if key.strip() in keys:
+                    return value.strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (x86 ``flags``, Arm ``Features``);
+    empty where that file does not exist."""
+    return frozenset((_cpuinfo_field("flags", "Features") or "").split())
 
 
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return (
+        _cpuinfo_field("model name", "Model", "Hardware")
+        or platform.processor()
+        or platform.machine()
+    )
 
 
 def _onednn_enabled() -> bool:
