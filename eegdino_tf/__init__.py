@@ -18,11 +18,16 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "eegdino_tf.config": ("PRESETS", "EEGDinoConfig", "get_config"),
+    "eegdino_tf.config": ("PRESETS", "EEGDinoConfig", "ModelOptions", "get_config"),
     "eegdino_tf.errors": (
         "CheckpointError",
+        "ConfigError",
         "EEGDinoError",
+        "ExportError",
         "InputError",
+        "MissingExtraError",
+        "MissingHeadError",
+        "OutputExistsError",
         "RecordingError",
         "WeightsError",
     ),

@@ -1,9 +1,12 @@
-"""Model configurations: the three released sizes and a dataclass for any other shape."""
+"""The architecture's numbers in one place: patch geometry, the temporal conv stack, the three
+released sizes, and a dataclass for any other shape (``docs/architecture.md``, "Sizes")."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
+
+from eegdino_tf.errors import ConfigError
 
 #: Samples per patch: 1 s at the model's 200 Hz.
 PATCH_SIZE = 200
@@ -11,13 +14,48 @@ PATCH_SIZE = 200
 SAMPLING_RATE = 200.0
 #: Channel-embedding slots: inputs may have 1..MAX_CHANNELS channels.
 MAX_CHANNELS = 19
+#: Compute precisions a model can run in (``"auto"`` picks one of them per machine).
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvGeometry:
+    """Kernel, stride and zero padding of one 1-D convolution inside a patch."""
+
+    kernel: int
+    stride: int
+    padding: int
+
+    def out_length(self, length: int) -> int:
+        """Output positions for ``length`` input positions."""
+        return (length + 2 * self.padding - self.kernel) // self.stride + 1
+
+
+#: The temporal conv stack, per patch: conv1 maps the 200 samples to 8 positions, conv2 and
+#: conv3 keep them. Each conv is followed by GroupNorm and GELU (the widths come from the
+#: config; braindecode calls this ``channels_kernel_stride_padding_norm``).
+TEMPORAL_CONVS = (
+    ConvGeometry(kernel=49, stride=25, padding=24),
+    ConvGeometry(kernel=3, stride=1, padding=1),
+    ConvGeometry(kernel=3, stride=1, padding=1),
+)
+
+
+def conv_lengths() -> tuple[int, ...]:
+    """Positions entering each conv of :data:`TEMPORAL_CONVS`, then leaving the last one."""
+    lengths = [PATCH_SIZE]
+    for conv in TEMPORAL_CONVS:
+        lengths.append(conv.out_length(lengths[-1]))
+    return tuple(lengths)
+
+
 #: Positions the temporal conv stack leaves per patch (so ``embed_dim = conv_channels[2] * 8``).
-CONV_POSITIONS = 8
+CONV_POSITIONS = conv_lengths()[-1]
 
 
 @dataclasses.dataclass(frozen=True)
 class EEGDinoConfig:
-    """Shape of an EEG-DINO encoder (see ``ARCHITECTURE.md``, "Sizes").
+    """Shape of an EEG-DINO encoder (``docs/architecture.md``, "Sizes").
 
     Attributes:
         embed_dim: token width ``D``; always ``conv_channels[2] * 8``.
@@ -28,7 +66,9 @@ class EEGDinoConfig:
         norm_groups: GroupNorm groups in the temporal conv stack.
         input_scale: factor applied to the raw-microvolt input (the model was trained on
             microvolts / 100).
-        name: preset name, or ``"custom"``.
+
+    ``name`` is the released size with exactly this shape (every field above but
+    ``input_scale``), or ``"custom"``.
     """
 
     embed_dim: int
@@ -38,7 +78,6 @@ class EEGDinoConfig:
     conv_channels: tuple[int, int, int] = (25, 25, 25)
     norm_groups: int = 5
     input_scale: float = 0.01
-    name: str = "custom"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "conv_channels", tuple(int(c) for c in self.conv_channels))
@@ -62,11 +101,18 @@ class EEGDinoConfig:
         if self.depth < 1:
             problems.append(f"depth must be >= 1, got {self.depth}")
         if problems:
-            raise ValueError("invalid EEG-DINO config: " + "; ".join(problems))
-        if self.name == "custom":
-            shape = self._shape()
-            name = next((n for n, p in PRESETS.items() if p._shape() == shape), "custom")
-            object.__setattr__(self, "name", name)
+            raise ConfigError("invalid EEG-DINO config: " + "; ".join(problems))
+
+    @property
+    def name(self) -> str:
+        """The released size with this exact shape, or ``"custom"``."""
+        shape = self._shape()
+        return next((n for n, p in PRESETS.items() if p._shape() == shape), "custom")
+
+    @property
+    def conv_blocks(self) -> tuple[tuple[int, ConvGeometry], ...]:
+        """``(width, geometry)`` of each temporal conv, in order."""
+        return tuple(zip(self.conv_channels, TEMPORAL_CONVS, strict=True))
 
     def _shape(self) -> tuple:
         """The fields that fix the architecture and the weight shapes."""
@@ -83,7 +129,7 @@ class EEGDinoConfig:
         """A copy with some fields changed (unknown names are an error)."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise TypeError(
+            raise ConfigError(
                 f"unknown config field(s) {sorted(unknown)}; known: "
                 f"{[f.name for f in dataclasses.fields(self)]}"
             )
@@ -96,13 +142,35 @@ class EEGDinoConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EEGDinoConfig:
+        data = {k: v for k, v in data.items() if k != "name"}  # older configs stored it
         return cls(**data)
 
 
 PRESETS: dict[str, EEGDinoConfig] = {
-    "small": EEGDinoConfig(200, 12, 8, 512, (25, 25, 25), 5, name="small"),
-    "medium": EEGDinoConfig(512, 16, 8, 1024, (64, 128, 64), 8, name="medium"),
-    "large": EEGDinoConfig(1024, 24, 8, 2048, (128, 256, 128), 16, name="large"),
+    "small": EEGDinoConfig(
+        embed_dim=200,
+        depth=12,
+        num_heads=8,
+        mlp_dim=512,
+        conv_channels=(25, 25, 25),
+        norm_groups=5,
+    ),
+    "medium": EEGDinoConfig(
+        embed_dim=512,
+        depth=16,
+        num_heads=8,
+        mlp_dim=1024,
+        conv_channels=(64, 128, 64),
+        norm_groups=8,
+    ),
+    "large": EEGDinoConfig(
+        embed_dim=1024,
+        depth=24,
+        num_heads=8,
+        mlp_dim=2048,
+        conv_channels=(128, 256, 128),
+        norm_groups=16,
+    ),
 }
 
 
@@ -110,11 +178,39 @@ def get_config(config: EEGDinoConfig | str, **overrides: Any) -> EEGDinoConfig:
     """Resolve a preset name or a config, then apply ``overrides`` (e.g. ``num_heads=16``)."""
     if isinstance(config, str):
         if config not in PRESETS:
-            raise ValueError(f"unknown preset {config!r}; choose one of {sorted(PRESETS)}")
+            raise ConfigError(f"unknown preset {config!r}; choose one of {sorted(PRESETS)}")
         config = PRESETS[config]
     return config.replace(**overrides) if overrides else config
 
 
-def size_name(embed_dim: int) -> str:
-    """The released size with this width, or ``"custom"``."""
-    return next((n for n, c in PRESETS.items() if c.embed_dim == embed_dim), "custom")
+def preset_with_width(embed_dim: int) -> EEGDinoConfig | None:
+    """The released size of this width (for defaults the tensors cannot tell), or None."""
+    return next((c for c in PRESETS.values() if c.embed_dim == embed_dim), None)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelOptions:
+    """How a model runs, as opposed to its shape: the keyword options of every builder and
+    loader (``build_encoder``, ``build_classifier``, ``load_encoder``, ``load_classifier``).
+
+    Attributes:
+        precision: ``"float32"``, ``"mixed_float16"``, ``"mixed_bfloat16"``, or ``"auto"``
+            (the fastest that keeps the accuracy bounds on this machine).
+        partial_patch: what to do with samples past the last whole 1 s patch: ``"error"``,
+            ``"pad"`` (zero-pad to a whole patch) or ``"crop"`` (drop them).
+        check_finite: reject NaN / inf input with an :class:`~eegdino_tf.InputError`.
+    """
+
+    precision: str = "float32"
+    partial_patch: str = "error"
+    check_finite: bool = True
+
+    @classmethod
+    def split(cls, keywords: dict[str, Any]) -> tuple[ModelOptions, dict[str, Any]]:
+        """``keywords`` as (these options, the remaining config-field overrides)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        options = cls(**{k: v for k, v in keywords.items() if k in names})
+        return options, {k: v for k, v in keywords.items() if k not in names}
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

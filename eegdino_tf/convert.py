@@ -1,6 +1,7 @@
 """Convert released EEG-DINO checkpoints (``.pt``) to float32 safetensors, without PyTorch.
 
-``eegdino-tf convert model_EEG_DINO_S.pt eeg_dino_small.safetensors`` reads the checkpoint with
+:func:`convert_checkpoint` (``eegdino-tf convert model_EEG_DINO_S.pt
+eeg_dino_small.safetensors`` on the command line) reads the checkpoint with
 the pickle-free reader in :mod:`eegdino_tf.checkpoint`, keeps the student encoder (and a
 finetuned head, if any) under the released key names, drops pretraining-only state, and
 writes the file atomically with its detected shape and provenance in the metadata.
@@ -8,7 +9,6 @@ writes the file atomically with its detected shape and provenance in the metadat
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import hashlib
@@ -21,7 +21,7 @@ from safetensors.numpy import save_file
 from eegdino_tf import __version__
 from eegdino_tf import weights as W
 from eegdino_tf.config import EEGDinoConfig
-from eegdino_tf.errors import EEGDinoError
+from eegdino_tf.errors import ConfigError, WeightsError
 from eegdino_tf.files import atomic_output
 
 #: Output layouts: the released key names, or the eegdino-rs converter's layout.
@@ -104,14 +104,14 @@ def convert_checkpoint(
     output is written atomically.
     """
     if layout not in LAYOUTS:
-        raise EEGDinoError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+        raise ConfigError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
     source, output = Path(input_path), Path(output_path)
     normalized = W.normalize_state_dict(W.read_tensors(source))
     config = W.infer_config(normalized.tensors)
     if layout == "rs" and normalized.has_head:
-        raise EEGDinoError(
+        raise WeightsError(
             f"{source} holds a classification head, but the rs layout is defined for the "
-            "encoder only; convert it with layout 'released'"
+            "encoder only; convert it with layout='released'"
         )
     tensors = normalized.tensors if layout == "released" else W.to_rs_layout(normalized.tensors)
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
@@ -153,11 +153,11 @@ def convert_all(
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
-        raise EEGDinoError(f"input directory not found: {input_dir}")
+        raise WeightsError(f"input directory not found: {input_dir}")
     present = [name for name in RELEASED_FILES if (input_dir / name).is_file()]
     if not present:
         held = sorted(p.name for p in input_dir.iterdir())
-        raise EEGDinoError(
+        raise WeightsError(
             f"none of the released checkpoints {list(RELEASED_FILES)} is in {input_dir} "
             f"(it holds: {', '.join(held[:10]) or 'nothing'}{' ...' if len(held) > 10 else ''})"
         )
@@ -167,54 +167,3 @@ def convert_all(
         )
         for name in present
     ]
-
-
-def configure_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``convert`` sub-command to the ``eegdino-tf`` command line."""
-    parser = subparsers.add_parser(
-        "convert",
-        help="convert released .pt checkpoints to safetensors (no PyTorch needed)",
-        description=(
-            "Convert an EEG-DINO torch.save checkpoint to float32 safetensors without PyTorch "
-            "and without running the checkpoint's pickle. Keeps the student encoder (and a "
-            "finetuned head), drops teacher, projector and loss state."
-        ),
-    )
-    parser.add_argument("input", nargs="?", help="checkpoint to convert (e.g. model_EEG_DINO_S.pt)")
-    parser.add_argument("output", nargs="?", help="safetensors file to write")
-    parser.add_argument(
-        "--all",
-        action="store_true",
-        help=f"convert those of {', '.join(RELEASED_FILES)} found in --input-dir",
-    )
-    parser.add_argument("--input-dir", help="with --all: folder holding the .pt files (default .)")
-    parser.add_argument("--output-dir", help="with --all: folder to write to (default .)")
-    parser.add_argument(
-        "--layout",
-        choices=LAYOUTS,
-        default="released",
-        help="key names and weight layout to write: released (default) or eegdino-rs's",
-    )
-    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    parser.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.all:
-        if args.input or args.output:
-            raise EEGDinoError("give either INPUT OUTPUT or --all, not both")
-        reports = convert_all(
-            args.input_dir or ".", args.output_dir or ".", layout=args.layout, force=args.force
-        )
-    else:
-        if not (args.input and args.output):
-            raise EEGDinoError(
-                "give INPUT.pt OUTPUT.safetensors, or --all --input-dir DIR --output-dir DIR"
-            )
-        if args.input_dir or args.output_dir:
-            raise EEGDinoError("--input-dir and --output-dir go with --all")
-        reports = [
-            convert_checkpoint(args.input, args.output, layout=args.layout, force=args.force)
-        ]
-    print("\n\n".join(report.summary() for report in reports))
-    return 0

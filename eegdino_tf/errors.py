@@ -15,8 +15,16 @@ class EEGDinoError(Exception):
     """Base class of every error that eegdino-tf raises on purpose."""
 
 
+class ConfigError(EEGDinoError, ValueError):
+    """A model configuration (preset name, size, option value) is invalid."""
+
+
 class WeightsError(EEGDinoError, ValueError):
     """A weight file is missing, unreadable, or does not match the model."""
+
+
+class MissingHeadError(WeightsError):
+    """A classifier was asked for, but the weight file holds an encoder only."""
 
 
 class CheckpointError(WeightsError):
@@ -29,6 +37,10 @@ class InputError(EEGDinoError, ValueError):
 
 class RecordingError(EEGDinoError, ValueError):
     """A recording (EDF/BDF, MNE Raw) cannot be turned into model input."""
+
+
+class OutputExistsError(EEGDinoError, FileExistsError):
+    """An artifact would overwrite an existing file or folder (``force=False``)."""
 
 
 class ExportError(EEGDinoError, RuntimeError):

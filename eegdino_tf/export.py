@@ -12,12 +12,12 @@ by 0.01 itself). Outputs: ``tokens`` ``[batch, 1 + C*T/200, D]`` for an encoder 
 SavedModel adds ``global_token`` and ``mean_token``), ``logits`` ``[batch, K]`` for a
 classifier (the SavedModel adds ``probabilities``).
 
-``eegdino-tf export {saved-model,tflite,onnx} WEIGHTS OUTPUT`` drives it from the shell.
+``eegdino-tf export {saved-model,tflite,onnx} WEIGHTS OUTPUT`` drives it from the shell
+(:mod:`eegdino_tf.cli.export`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import importlib.metadata
@@ -52,6 +52,7 @@ GELU_FORMS = {"saved-model": "erfc", "tflite": "erfc", "onnx": "erf"}
 #: Batch of the self-check probe for artifacts with a dynamic batch (not 1, to prove it).
 PROBE_BATCH = 2
 MIN_OPSET = 17
+#: Timed batch-1 calls of the written artifact (the report gives their median).
 LATENCY_CALLS = 5
 
 Array = np.ndarray
@@ -128,6 +129,7 @@ def export_saved_model(
     samples: int = 2000,
     version: int = 1,
     force: bool = False,
+    latency_calls: int = LATENCY_CALLS,
 ) -> ExportReport:
     """Write a TF Serving SavedModel to ``output_dir/<version>/``.
 
@@ -157,7 +159,9 @@ def export_saved_model(
                 f"tf.saved_model.load (TF {tf.__version__})": run,
                 "a TF1 session (as TF Serving loads it)": run_session,
             }
-            return _self_check("saved-model", model, runtimes, tmp, path, spec, "none")
+            return _self_check(
+                "saved-model", model, runtimes, tmp, path, spec, "none", latency_calls
+            )
 
 
 @contextlib.contextmanager
@@ -200,6 +204,7 @@ def export_tflite(
     batch: int = 1,
     quantize: str = "none",
     force: bool = False,
+    latency_calls: int = LATENCY_CALLS,
 ) -> ExportReport:
     """Write a TFLite (LiteRT) flatbuffer of builtin ops only, for a fixed input shape.
 
@@ -241,7 +246,9 @@ def export_tflite(
             return runner(eeg=eeg)
 
         runtime = f"ai_edge_litert {importlib.metadata.version('ai-edge-litert')} (XNNPACK)"
-        return _self_check("tflite", model, {runtime: run}, tmp, Path(output_path), spec, quantize)
+        return _self_check(
+            "tflite", model, {runtime: run}, tmp, Path(output_path), spec, quantize, latency_calls
+        )
 
 
 def export_onnx(
@@ -252,6 +259,7 @@ def export_onnx(
     samples: int = 2000,
     opset: int = MIN_OPSET,
     force: bool = False,
+    latency_calls: int = LATENCY_CALLS,
 ) -> ExportReport:
     """Write an ONNX model (through tf2onnx) with input ``eeg`` ``[batch, channels, samples]``
     (dynamic batch) and output ``tokens`` (encoder) or ``logits`` (classifier).
@@ -278,7 +286,9 @@ def export_onnx(
             return dict(zip(names, session.run(names, {"eeg": eeg}), strict=True))
 
         runtime = f"onnxruntime {ort.__version__} (CPU)"
-        return _self_check("onnx", model, {runtime: run}, tmp, Path(output_path), spec, "none")
+        return _self_check(
+            "onnx", model, {runtime: run}, tmp, Path(output_path), spec, "none", latency_calls
+        )
 
 
 def export_model(
@@ -293,7 +303,7 @@ def export_model(
 
 def probe_eeg(batch: int, channels: int, samples: int, seed: int = 0) -> Array:
     """The seeded EEG-like microvolts ``[batch, channels, samples]`` the self-check runs."""
-    from eegdino_tf.commands import eeg_like_signal
+    from eegdino_tf.signals import eeg_like_signal
 
     seconds = math.ceil(samples / PATCH_SIZE)
     return eeg_like_signal(channels, seconds, seed=seed, batch=batch)[..., :samples]
@@ -458,6 +468,7 @@ def _self_check(
     final: Path,
     spec: tf.TensorSpec,
     quantize: str,
+    latency_calls: int,
 ) -> ExportReport:
     """Run the written artifact in each runtime on a probe, compare with Keras, time it in the
     first; raise :class:`ExportError` if any result is outside the tolerance (the caller then
@@ -502,7 +513,7 @@ def _self_check(
         max_abs=max_abs,
         nrmse_limit=limit,
         cosine=cosine,
-        latency_ms=_latency(run, timed),
+        latency_ms=_latency(run, timed, latency_calls),
         latency_batch=len(timed),
         probe_shape=tuple(probe.shape),
     )
@@ -535,11 +546,11 @@ def _min_cosine(got: dict[str, Array], reference: dict[str, Array]) -> float:
     return float(np.min(cos))
 
 
-def _latency(run: Runner, eeg: Array) -> float:
+def _latency(run: Runner, eeg: Array, calls: int) -> float:
     """Median milliseconds of one call (after one warm-up call)."""
     run(eeg)
     times = []
-    for _ in range(LATENCY_CALLS):
+    for _ in range(calls):
         start = time.perf_counter()
         run(eeg)
         times.append(time.perf_counter() - start)
@@ -554,81 +565,3 @@ def _size(path: Path) -> int:
 
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.0f} kB"
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
-
-
-def configure_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``export`` sub-command to the ``eegdino-tf`` command line."""
-    from eegdino_tf.commands import add_config_overrides
-
-    parser = subparsers.add_parser(
-        "export",
-        help="export to a TF Serving SavedModel, TFLite or ONNX (self-checked)",
-        description=(
-            "Export an EEG-DINO encoder (or, with --classifier, a finetuned classifier) for "
-            "serving. The artifact is run in its own runtime on a seeded probe and compared "
-            "with Keras before it is kept; input 'eeg' is raw microvolts [batch, C, T]."
-        ),
-    )
-    parser.add_argument("format", choices=FORMATS, metavar="FORMAT", help=", ".join(FORMATS))
-    parser.add_argument("weights", metavar="WEIGHTS", help="weight file (.safetensors or .pt)")
-    parser.add_argument(
-        "output",
-        metavar="OUTPUT",
-        help="file to write (.tflite, .onnx), or the SavedModel base folder (writes OUTPUT/1/)",
-    )
-    parser.add_argument(
-        "--classifier", action="store_true", help="export encoder + head (output logits)"
-    )
-    parser.add_argument("--channels", type=int, default=19, help="EEG channels C (default 19)")
-    parser.add_argument(
-        "--samples", type=int, default=2000, help="samples T at 200 Hz (default 2000 = 10 s)"
-    )
-    parser.add_argument("--batch", type=int, help="tflite: fixed batch size (default 1)")
-    parser.add_argument(
-        "--quantize", choices=QUANTIZATIONS, help="tflite: weight quantization (default none)"
-    )
-    parser.add_argument("--version", type=int, help="saved-model: version folder (default 1)")
-    parser.add_argument("--opset", type=int, help=f"onnx: opset (default {MIN_OPSET})")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing OUTPUT")
-    add_config_overrides(parser)
-    parser.set_defaults(func=_run)
-
-
-_FORMAT_OPTIONS = {
-    "batch": "tflite",
-    "quantize": "tflite",
-    "version": "saved-model",
-    "opset": "onnx",
-}
-
-
-def _run(args: argparse.Namespace) -> int:
-    from eegdino_tf.commands import config_overrides
-    from eegdino_tf.models import load_classifier, load_encoder
-
-    options: dict[str, Any] = {}
-    for option, fmt in _FORMAT_OPTIONS.items():
-        value = getattr(args, option)
-        if value is None:
-            continue
-        if fmt != args.format:
-            raise EEGDinoError(f"--{option} applies to {fmt} exports, not {args.format}")
-        options[option] = value
-    load = load_classifier if args.classifier else load_encoder
-    model = load(args.weights, check_finite=args.format == "saved-model", **config_overrides(args))
-    report = export_model(
-        args.format,
-        model,
-        args.output,
-        channels=args.channels,
-        samples=args.samples,
-        force=args.force,
-        **options,
-    )
-    print(report.summary())
-    return 0

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from eegdino_tf.errors import EEGDinoError
+from eegdino_tf.errors import EEGDinoError, OutputExistsError
 
 
 @contextlib.contextmanager
@@ -22,7 +22,7 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False) -> Iterator[P
     """
     final = Path(path)
     if final.exists() and not force:
-        raise EEGDinoError(f"{final} already exists; pass --force (force=True) to overwrite it")
+        raise OutputExistsError(f"{final} already exists; pass force=True to overwrite it")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     tmp = tmp_dir / final.name

@@ -26,7 +26,8 @@ import platform
 import sys
 import warnings
 
-from eegdino_tf.config import PRESETS
+from eegdino_tf.config import PRECISIONS, PRESETS
+from eegdino_tf.errors import ConfigError
 
 #: CPU flags (Linux ``/proc/cpuinfo`` names) that decide speed and precision here.
 REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "avx_ne_convert")
@@ -153,10 +154,6 @@ def bf16_matmul_rounds_to_nearest() -> bool:
     return bool(hw.gpus) or hw.onednn_bf16
 
 
-#: The precisions a model can be built with; ``"auto"`` resolves to one of the others.
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-
-
 def auto_precision(embed_dim: int, hw: Hardware | None = None) -> str:
     """The fastest precision for a model of width ``embed_dim`` that keeps the accuracy bounds
     (README "Precision") here.
@@ -180,7 +177,7 @@ def resolve_precision(precision: str, embed_dim: int) -> str:
     if precision == "auto":
         return auto_precision(embed_dim)
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be 'auto' or one of {PRECISIONS}, got {precision!r}")
+        raise ConfigError(f"precision must be 'auto' or one of {PRECISIONS}, got {precision!r}")
     slow = slow_precision_reason(precision)
     if slow:
         _warn_once(slow)

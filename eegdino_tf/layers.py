@@ -1,4 +1,4 @@
-"""Keras layers of EEG-DINO. Each mirrors one module of the reference (``ARCHITECTURE.md``).
+"""Keras layers of EEG-DINO. Each mirrors one module of the reference (``docs/architecture.md``).
 
 Shapes: B batch, C channels (1..19), T samples, P = T / 200 patches, N = C * P patch tokens,
 D model width.
@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from eegdino_tf import hardware
-from eegdino_tf.config import CONV_POSITIONS, MAX_CHANNELS, PATCH_SIZE
-from eegdino_tf.errors import InputError
+from eegdino_tf.config import CONV_POSITIONS, MAX_CHANNELS, PATCH_SIZE, TEMPORAL_CONVS, conv_lengths
+from eegdino_tf.errors import ConfigError, InputError
 
 EPSILON = 1e-5
 _SERIALIZABLE = keras.saving.register_keras_serializable(package="eegdino_tf")
@@ -43,7 +43,7 @@ def gelu_formulation(form: str) -> Iterator[None]:
     builtin GELU. Both are exact GELU (they differ by < 1e-6).
     """
     if form not in ("erfc", "erf"):
-        raise ValueError(f"unknown GELU formulation {form!r}; use 'erfc' or 'erf'")
+        raise ConfigError(f"unknown GELU formulation {form!r}; use 'erfc' or 'erf'")
     token = _GELU_FORM.set(form)
     try:
         yield
@@ -168,7 +168,8 @@ def check_eeg_shape(shape, partial_patch: str = "error") -> None:
         if samples % PATCH_SIZE and partial_patch == "error":
             raise InputError(
                 f"EEG input has {samples} samples, not a multiple of {PATCH_SIZE}; "
-                f"{EXPECTED_EEG}; or build the model with partial_patch='pad' or 'crop'"
+                f"{EXPECTED_EEG}; or build the model with partial_patch='pad' "
+                "(or partial_patch='crop')"
             )
 
 
@@ -190,7 +191,7 @@ class EEGInput(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         if partial_patch not in ("error", "pad", "crop"):
-            raise ValueError(
+            raise ConfigError(
                 f"partial_patch must be 'error', 'pad' or 'crop', got {partial_patch!r}"
             )
         self.input_scale = float(input_scale)
@@ -370,21 +371,30 @@ class PatchConv(keras.layers.Layer):
 class TemporalConvStack(keras.layers.Layer):
     """Three ``Conv -> GroupNorm -> GELU`` blocks over each patch: ``[B, N, 200] -> [B, N, D]``.
 
-    conv1 (kernel 49, stride 25, padding 24) turns the 200 samples into 8 positions x c1
-    channels; conv2 and conv3 (kernel 3, padding 1) keep the 8 positions. Each is a
-    :class:`PatchConv`; features stay channel-major (feature = conv_channel * 8 + position),
-    which is the output's order.
+    The geometry is :data:`eegdino_tf.config.TEMPORAL_CONVS`: conv1 (kernel 49, stride 25,
+    padding 24) turns the 200 samples into 8 positions x c1 channels; conv2 and conv3 (kernel
+    3, padding 1) keep the 8 positions. Each is a :class:`PatchConv`; features stay
+    channel-major (feature = conv_channel * 8 + position), which is the output's order.
     """
 
     def __init__(self, conv_channels: tuple[int, int, int], norm_groups: int, **kwargs):
         super().__init__(**kwargs)
         self.conv_channels = tuple(int(c) for c in conv_channels)
         self.norm_groups = int(norm_groups)
-        c1, c2, c3 = self.conv_channels
-        conv = dict(dtype=self.dtype_policy)
-        self.conv1 = PatchConv(c1, 49, PATCH_SIZE, strides=25, padding=24, name="conv1", **conv)
-        self.conv2 = PatchConv(c2, 3, CONV_POSITIONS, padding=1, name="conv2", **conv)
-        self.conv3 = PatchConv(c3, 3, CONV_POSITIONS, padding=1, name="conv3", **conv)
+        self.conv1, self.conv2, self.conv3 = (
+            PatchConv(
+                width,
+                conv.kernel,
+                length,
+                strides=conv.stride,
+                padding=conv.padding,
+                name=f"conv{i}",
+                dtype=self.dtype_policy,
+            )
+            for i, (width, conv, length) in enumerate(
+                zip(self.conv_channels, TEMPORAL_CONVS, conv_lengths()[:-1], strict=True), 1
+            )
+        )
         self.norm1, self.norm2, self.norm3 = (
             GroupNorm(norm_groups, name=f"norm{i}") for i in (1, 2, 3)
         )
@@ -716,17 +726,15 @@ class ClassificationHead(keras.layers.Layer):
         policy = dict(dtype=self.dtype_policy)
         self.full_linear = Linear(embed_dim, name="full_linear", **policy)
         self.channel_linear = Linear(embed_dim, name="channel_linear", **policy)
-        self.classifier_0 = Linear(embed_dim // 2, name="classifier_0", **policy)
-        self.classifier_3 = Linear(embed_dim // 4, name="classifier_3", **policy)
-        self.classifier_6 = Linear(num_classes, name="classifier_6", **policy)
+        self.hidden1 = Linear(embed_dim // 2, name="hidden1", **policy)
+        self.hidden2 = Linear(embed_dim // 4, name="hidden2", **policy)
+        self.logits = Linear(num_classes, name="logits", **policy)
 
     def build(self, tokens_shape, eeg_shape=None):
-        dims = (self.embed_dim, self.embed_dim, self.embed_dim, self.embed_dim // 2)
-        layers = (self.full_linear, self.channel_linear, self.classifier_0, self.classifier_3)
-        for layer, dim in zip(
-            (*layers, self.classifier_6), (*dims, self.embed_dim // 4), strict=False
-        ):
-            layer.build((None, dim))
+        d = self.embed_dim
+        layers = (self.full_linear, self.channel_linear, self.hidden1, self.hidden2, self.logits)
+        for layer, width in zip(layers, (d, d, d, d // 2, d // 4), strict=True):
+            layer.build((None, width))
 
     def call(self, tokens, eeg):
         batch, channels = _dim(eeg, 0), _dim(eeg, 1)
@@ -734,9 +742,9 @@ class ClassificationHead(keras.layers.Layer):
         x = tf.reshape(x, [batch, channels, -1, self.embed_dim])
         x = gelu(self.channel_linear(tf.reduce_mean(x, axis=1)))  # [B, P, D]
         x = tf.reduce_mean(x, axis=1)  # [B, D]
-        x = gelu(self.classifier_0(x))
-        x = gelu(self.classifier_3(x))
-        return tf.cast(self.classifier_6(x), tf.float32)
+        x = gelu(self.hidden1(x))
+        x = gelu(self.hidden2(x))
+        return tf.cast(self.logits(x), tf.float32)
 
     def compute_output_shape(self, tokens_shape, eeg_shape=None):
         return (tokens_shape[0], self.num_classes)

@@ -28,8 +28,8 @@ import tensorflow as tf
 
 from eegdino_tf import hardware
 from eegdino_tf import weights as W
-from eegdino_tf.config import EEGDinoConfig, get_config
-from eegdino_tf.errors import InputError, WeightsError
+from eegdino_tf.config import EEGDinoConfig, ModelOptions, get_config
+from eegdino_tf.errors import InputError, MissingHeadError, WeightsError
 from eegdino_tf.layers import (
     NON_FINITE_EEG,
     ClassificationHead,
@@ -40,7 +40,6 @@ from eegdino_tf.layers import (
     check_eeg_shape,
 )
 
-PRECISIONS = hardware.PRECISIONS
 _SERIALIZABLE = keras.saving.register_keras_serializable(package="eegdino_tf")
 
 
@@ -135,7 +134,13 @@ class EEGDinoEncoder(_EEGModel):
         **kwargs: Any,
     ):
         config = EEGDinoConfig(
-            embed_dim, depth, num_heads, mlp_dim, tuple(conv_channels), norm_groups, input_scale
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_dim=mlp_dim,
+            conv_channels=tuple(conv_channels),
+            norm_groups=norm_groups,
+            input_scale=input_scale,
         )
         precision = hardware.resolve_precision(precision, embed_dim)
         policy = keras.DTypePolicy(precision)
@@ -159,10 +164,8 @@ class EEGDinoEncoder(_EEGModel):
         self.precision = precision
 
     def get_config(self) -> dict[str, Any]:
-        config = self.config.to_dict()
-        config.pop("name")
         return {
-            **config,
+            **self.config.to_dict(),
             "partial_patch": self.partial_patch,
             "check_finite": self.check_finite,
             "precision": self.precision,
@@ -214,108 +217,71 @@ class EEGDinoClassifier(_EEGModel):
         return cls(**config)
 
 
-def build_encoder(
-    config: EEGDinoConfig | str = "small",
-    *,
-    precision: str = "float32",
-    partial_patch: str = "error",
-    check_finite: bool = True,
-    **overrides: Any,
-) -> EEGDinoEncoder:
+def build_encoder(config: EEGDinoConfig | str = "small", **options: Any) -> EEGDinoEncoder:
     """An encoder with freshly initialised (not pretrained) weights.
 
     ``config`` is a preset name (``"small"``, ``"medium"``, ``"large"``) or an
-    :class:`EEGDinoConfig`; ``overrides`` change config fields (e.g. ``num_heads=16``).
+    :class:`EEGDinoConfig`. ``options`` are :class:`~eegdino_tf.config.ModelOptions` fields
+    (``precision``, ``partial_patch``, ``check_finite``) and config-field overrides
+    (``norm_groups=4``, ``num_heads=16``, ...).
     """
-    cfg = get_config(config, **overrides).to_dict()
-    cfg.pop("name")
-    return EEGDinoEncoder(
-        **cfg, partial_patch=partial_patch, check_finite=check_finite, precision=precision
-    )
+    run, overrides = ModelOptions.split(options)
+    return EEGDinoEncoder(**get_config(config, **overrides).to_dict(), **run.as_kwargs())
 
 
 def build_classifier(
-    config: EEGDinoConfig | str = "small",
-    num_classes: int = 2,
-    *,
-    precision: str = "float32",
-    partial_patch: str = "error",
-    check_finite: bool = True,
-    **overrides: Any,
+    config: EEGDinoConfig | str = "small", num_classes: int = 2, **options: Any
 ) -> EEGDinoClassifier:
-    """A classifier (encoder + head) with freshly initialised weights."""
-    encoder = build_encoder(
-        config,
-        precision=precision,
-        partial_patch=partial_patch,
-        check_finite=check_finite,
-        **overrides,
-    )
-    return EEGDinoClassifier(encoder, num_classes)
+    """A classifier (encoder + head) with freshly initialised weights; see
+    :func:`build_encoder`."""
+    return EEGDinoClassifier(build_encoder(config, **options), num_classes)
 
 
-def _read(path: str | os.PathLike, config: EEGDinoConfig | str | None, overrides: dict):
+def _read(path: str | os.PathLike, config: EEGDinoConfig | str | None, options: dict):
+    """The normalized tensors, the config (read off them unless given) and the run options."""
+    run, overrides = ModelOptions.split(options)
     normalized = W.normalize_state_dict(W.read_tensors(path))
     if config is None:
         cfg = W.infer_config(normalized.tensors, **overrides)
     else:
         cfg = get_config(config, **overrides)
-    return normalized, cfg
+    return normalized, cfg, run
 
 
 def load_encoder(
-    path: str | os.PathLike,
-    *,
-    config: EEGDinoConfig | str | None = None,
-    precision: str = "float32",
-    partial_patch: str = "error",
-    check_finite: bool = True,
-    **overrides: Any,
+    path: str | os.PathLike, *, config: EEGDinoConfig | str | None = None, **options: Any
 ) -> EEGDinoEncoder:
     """Load an encoder from a ``.safetensors`` (any supported layout) or ``.pt`` file.
 
-    The shape is read off the tensors unless ``config`` is given; ``overrides`` change config
-    fields (``norm_groups=4``, ``num_heads=16``...). A classifier file loads its encoder and
-    ignores the head. Loading is strict: see :func:`eegdino_tf.weights.assign_weights`.
+    The shape is read off the tensors unless ``config`` is given; ``options`` as in
+    :func:`build_encoder` (overrides win over what the tensors say). A classifier file loads
+    its encoder and ignores the head. Loading is strict: see
+    :func:`eegdino_tf.weights.assign_weights`.
     """
-    normalized, cfg = _read(path, config, overrides)
-    encoder = build_encoder(
-        cfg, precision=precision, partial_patch=partial_patch, check_finite=check_finite
-    )
+    normalized, cfg, run = _read(path, config, options)
+    encoder = build_encoder(cfg, **run.as_kwargs())
     W.assign_weights(W.encoder_weight_map(encoder), normalized, ignore_head=True)
     return encoder
 
 
 def load_classifier(
-    path: str | os.PathLike,
-    *,
-    config: EEGDinoConfig | str | None = None,
-    precision: str = "float32",
-    partial_patch: str = "error",
-    check_finite: bool = True,
-    **overrides: Any,
+    path: str | os.PathLike, *, config: EEGDinoConfig | str | None = None, **options: Any
 ) -> EEGDinoClassifier:
     """Load a finetuned classifier (encoder + head) from a weight file; see :func:`load_encoder`.
 
     The number of classes is read from the last head layer.
     """
-    normalized, cfg = _read(path, config, overrides)
+    normalized, cfg, run = _read(path, config, options)
     if not normalized.has_head:
-        raise WeightsError(
+        raise MissingHeadError(
             f"{path} holds an encoder without a classification head (no 'full_linear', "
-            "'classifier.*' or 'final_layer.*' keys); use load_encoder, or build_classifier "
-            "and train the head"
+            "'classifier.*' or 'final_layer.*' keys); load it with load_encoder, or build a "
+            "classifier with build_classifier and train the head"
         )
     num_classes = normalized.tensors.get("classifier.6.weight")
     if num_classes is None:
         raise WeightsError("missing key 'classifier.6.weight' (the head's last layer)")
-    model = build_classifier(
-        cfg,
-        num_classes=int(num_classes.shape[0]),
-        precision=precision,
-        partial_patch=partial_patch,
-        check_finite=check_finite,
-    )
+    model = build_classifier(cfg, num_classes=int(num_classes.shape[0]), **run.as_kwargs())
 
     def weight_map():
         yield from W.encoder_weight_map(model.encoder)

@@ -9,9 +9,12 @@ Three steps, kept apart as in keras-hub's converters:
    eegdino-rs layout) to the released names in PyTorch layout, and sets aside the entries
    that inference never uses (teacher, projector, loss state, ``relative_position_index``).
    :func:`infer_config` reads the model's shape off those tensors.
-3. :func:`port_encoder` / :func:`port_classifier` fill every Keras variable exactly once, each
-   through a small layout hook (``[out, in] -> [in, out]`` for a Linear, ``OIHW -> HWIO`` for a
-   Conv2d), and fail on a missing key, an unexpected key or a wrong shape.
+3. :func:`encoder_weight_map` / :func:`head_weight_map` pair each released key with its Keras
+   variable and a small layout hook (``[out, in] -> [in, out]`` for a Linear, ``OIHW -> HWIO``
+   for a Conv2d); :func:`assign_weights` fills every variable exactly once and fails on a
+   missing key, an unexpected key or a wrong shape.
+
+The key map of every layout is in ``docs/architecture.md``, "Weights".
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from eegdino_tf.config import PRESETS, EEGDinoConfig, size_name
+from eegdino_tf.config import EEGDinoConfig, preset_with_width
 from eegdino_tf.errors import WeightsError
 
 # ---------------------------------------------------------------------------------------------
@@ -51,11 +55,33 @@ def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
+        other = _other_format(path)
+        if other:
+            raise WeightsError(
+                f"{path} is {other}, not a weight file; weights are read from .safetensors "
+                "or torch.save (.pt) files"
+            ) from None
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise WeightsError(
             f"cannot read {path} as safetensors ({reason}); the file is truncated, corrupt "
             f"or not a safetensors file"
         ) from None
+
+
+#: Leading bytes of the model formats people confuse with weight files.
+_MAGIC = (
+    (b"PK\x03\x04", "a zip archive (a Keras .keras model, or a .npz)"),
+    (b"\x89HDF", "an HDF5 file (a legacy Keras .h5 model)"),
+)
+
+
+def _other_format(path: Path) -> str | None:
+    """What a file that failed to read as safetensors is, from its first bytes, if known."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if path.suffix.lower() == ".tflite" or head[4:8] == b"TFL3":
+        return "a TFLite flatbuffer"
+    return next((what for magic, what in _MAGIC if head.startswith(magic)), None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,15 +231,14 @@ def infer_config(tensors: dict[str, np.ndarray], **overrides) -> EEGDinoConfig:
     if not layer_ids:
         raise WeightsError("no 'encoder_layers.*' tensors found; the checkpoint has no layers")
     conv = tuple(shape(f"patch_embedding.proj_in.{i}.weight")[0] for i in (0, 3, 6))
-    size = size_name(embed_dim)
-    groups = PRESETS[size].norm_groups if size != "custom" else _largest_group_count(conv)
+    preset = preset_with_width(embed_dim)
+    groups = preset.norm_groups if preset else _largest_group_count(conv)
     inferred = dict(
         embed_dim=embed_dim,
         depth=max(layer_ids) + 1,
         mlp_dim=shape("encoder_layers.0.mlp.fc1.weight")[0],
         conv_channels=conv,
         norm_groups=groups,
-        name=size,
     )
     try:
         return EEGDinoConfig(**{**inferred, **overrides})
@@ -225,6 +250,25 @@ def _largest_group_count(conv_channels: tuple[int, ...]) -> int:
     """For a custom size without a table entry: the size-table rule, width / 5 ... / 16."""
     widths = np.gcd.reduce(conv_channels)
     return next(g for g in (16, 8, 5, 4, 2, 1) if widths % g == 0)
+
+
+def describe_weights(path: str | os.PathLike, **overrides: Any) -> dict[str, Any]:
+    """Layout, size, shape, parameter count and head of a weight file, without building it.
+
+    ``overrides`` are config fields the tensors cannot tell (``norm_groups``, ``num_heads``).
+    """
+    normalized = normalize_state_dict(read_tensors(path))
+    config = infer_config(normalized.tensors, **overrides)
+    head = normalized.has_head
+    return {
+        "layout": normalized.layout,
+        "size": config.name,
+        "config": config.to_dict(),
+        "encoder_parameters": int(sum(v.size for v in normalized.encoder_tensors().values())),
+        "head": head,
+        "num_classes": int(normalized.tensors["classifier.6.weight"].shape[0]) if head else None,
+        "dropped": normalized.dropped,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,8 +323,10 @@ def head_weight_map(head) -> Iterator[tuple]:
     """``(released key, Keras variable, layout hook)`` for every classification-head weight."""
     yield from _port_linear("full_linear", head.full_linear)
     yield from _port_linear("channel_linear", head.channel_linear)
-    for index in (0, 3, 6):
-        yield from _port_linear(f"classifier.{index}", getattr(head, f"classifier_{index}"))
+    # The reference's head MLP is a torch Sequential: Linear, GELU, Dropout at 0/1/2, ...
+    yield from _port_linear("classifier.0", head.hidden1)
+    yield from _port_linear("classifier.3", head.hidden2)
+    yield from _port_linear("classifier.6", head.logits)
 
 
 def assign_weights(

@@ -39,7 +39,6 @@ def main() -> None:
     parser.add_argument("--norm-groups", type=int)
     args = parser.parse_args()
 
-    E.LATENCY_CALLS = args.calls
     overrides = {"norm_groups": args.norm_groups} if args.norm_groups else {}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,6 +51,7 @@ def main() -> None:
                 Path(tmp) / name,
                 channels=args.channels,
                 samples=args.samples,
+                latency_calls=args.calls,
                 **options,
             )
             print(report.summary(), flush=True)

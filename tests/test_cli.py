@@ -7,11 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import REPO, TINY
 
 import eegdino_tf
 from eegdino_tf.cli import main
-from eegdino_tf.commands import eeg_like_signal
+from eegdino_tf.signals import eeg_like_signal
 
 
 def test_info_describes_a_classifier_file(capsys):
@@ -64,3 +65,61 @@ def test_readme_python_example_runs():
     assert blocks
     for block in blocks:
         subprocess.run([sys.executable, "-c", block], check=True, cwd=REPO)
+
+
+def test_cli_runs_without_tensorflow_start_up_noise():
+    result = subprocess.run(
+        [sys.executable, "-m", "eegdino_tf", "info", str(TINY / "tiny_encoder.safetensors")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "layout:      released" in result.stdout
+    assert result.stderr == ""  # no oneDNN notice, CUDA probing or cuInit lines
+
+
+def test_library_errors_name_python_keywords_and_the_cli_names_its_flags(tmp_path, capsys):
+    from eegdino_tf.cli import build_parser
+    from eegdino_tf.cli.options import translate
+    from eegdino_tf.errors import OutputExistsError
+    from eegdino_tf.files import atomic_output
+
+    taken = tmp_path / "taken.onnx"
+    taken.write_bytes(b"x")
+    with pytest.raises(OutputExistsError, match=r"pass force=True to overwrite") as err:
+        with atomic_output(taken):
+            pass
+    parser = build_parser()
+    export = parser._subparsers._group_actions[0].choices["export"]
+    assert translate(str(err.value), export).endswith("pass --force to overwrite it")
+    message = "or build the model with partial_patch='pad' (or partial_patch='crop')"
+    assert translate(message, export) == (
+        "or build the model with --partial-patch pad (or --partial-patch crop)"
+    )
+    assert translate("unknown_name=3 stays", export) == "unknown_name=3 stays"
+
+    args = ["export", "onnx", str(TINY / "tiny_encoder.safetensors"), str(taken)]
+    assert main([*args, "--norm-groups", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --force to overwrite it" in err and "force=True" not in err
+    assert taken.read_bytes() == b"x"
+
+
+def test_classifier_flag_on_an_encoder_file_says_drop_the_flag(tmp_path, capsys):
+    weights = str(TINY / "tiny_encoder.safetensors")
+    args = ["export", "onnx", weights, str(tmp_path / "m.onnx"), "--classifier"]
+    assert main([*args, "--norm-groups", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "without a classification head; drop --classifier" in err
+    assert "load_encoder" not in err and not (tmp_path / "m.onnx").exists()
+
+
+def test_a_keras_model_file_is_named_as_such(tmp_path, capsys):
+    model = eegdino_tf.load_encoder(TINY / "tiny_encoder.safetensors", norm_groups=4)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    with pytest.raises(eegdino_tf.WeightsError, match=r"is a zip archive \(a Keras .keras model"):
+        eegdino_tf.load_encoder(path)
+    assert main(["info", str(path)]) == 2
+    assert "Keras .keras model" in capsys.readouterr().err

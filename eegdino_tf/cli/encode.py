@@ -1,0 +1,75 @@
+"""``eegdino-tf encode RECORDING --weights W --output emb.npz``: a recording in, per-window
+embeddings (or a classifier's logits) out; the logic is
+:func:`eegdino_tf.recording.encode_recording`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from eegdino_tf.cli.options import add_classifier, add_force, add_model_options, load_model
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from eegdino_tf.recording import STANDARD_CHANNELS
+
+    parser = subparsers.add_parser(
+        "encode",
+        help="encode an EEG recording (EDF/BDF, or any file MNE reads) into embeddings (.npz)",
+        description=(
+            "Pick channels, convert to microvolts, resample to 200 Hz, cut windows and encode "
+            "them; write the per-window embeddings (or a classifier's logits) to an .npz file."
+        ),
+    )
+    parser.add_argument("input", help="EDF/BDF file, or any recording mne.io.read_raw reads")
+    parser.add_argument("--weights", required=True, help="weight file (.safetensors or .pt)")
+    parser.add_argument("--output", "-o", required=True, help="the .npz file to write")
+    parser.add_argument(
+        "--channels",
+        help="comma-separated channels in the order the weights expect (default: the 19 "
+        "standard 10-20 channels in TUH order: " + ",".join(STANDARD_CHANNELS) + ")",
+    )
+    parser.add_argument("--unit", help="unit of the data if the file's is missing or wrong")
+    parser.add_argument("--window", type=float, default=10.0, help="seconds (whole; default 10)")
+    parser.add_argument("--stride", type=float, help="seconds between windows (default: window)")
+    parser.add_argument("--pad-tail", action="store_true", help="zero-pad the last window")
+    parser.add_argument("--tokens", action="store_true", help="also save all tokens")
+    add_classifier(parser, "the weights are a finetuned classifier")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per batch")
+    add_force(parser)
+    add_model_options(parser, precision="float32")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from eegdino_tf.files import atomic_output
+    from eegdino_tf.recording import encode_recording
+
+    with atomic_output(args.output, force=args.force) as tmp:
+        model = load_model(args)
+        result = encode_recording(
+            model,
+            args.input,
+            channels=args.channels,
+            unit=args.unit,
+            window=args.window,
+            stride=args.stride,
+            batch_size=args.batch_size,
+            tokens=args.tokens,
+            pad_tail=args.pad_tail,
+            progress=sys.stderr.isatty(),
+        )
+        with open(tmp, "wb") as file:
+            np.savez(file, **result)
+    for line in result["steps"]:
+        print(f"- {line}")
+    arrays = ", ".join(
+        f"{key} {list(value.shape)}"
+        for key, value in result.items()
+        if key not in ("channels", "source_channels", "steps", "sfreq")
+    )
+    print(f"wrote {args.output}: {arrays}")
+    return 0

@@ -1,0 +1,91 @@
+"""``eegdino-tf export FORMAT WEIGHTS OUTPUT``: a self-checked SavedModel, TFLite or ONNX
+artifact; the logic is :mod:`eegdino_tf.export`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from eegdino_tf.cli.options import (
+    UsageError,
+    add_classifier,
+    add_force,
+    add_model_options,
+    load_model,
+)
+from eegdino_tf.export import FORMATS, MIN_OPSET, QUANTIZATIONS
+
+#: Options that belong to one format only.
+FORMAT_OPTIONS = {
+    "batch": "tflite",
+    "quantize": "tflite",
+    "version": "saved-model",
+    "opset": "onnx",
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "export",
+        help="export to a TF Serving SavedModel, TFLite or ONNX (self-checked)",
+        description=(
+            "Export an EEG-DINO encoder (or, with --classifier, a finetuned classifier) for "
+            "serving. The artifact is run in its own runtime on a seeded probe and compared "
+            "with Keras before it is kept; input 'eeg' is raw microvolts [batch, C, T]."
+        ),
+    )
+    parser.add_argument("format", choices=FORMATS, metavar="FORMAT", help=", ".join(FORMATS))
+    parser.add_argument("weights", metavar="WEIGHTS", help="weight file (.safetensors or .pt)")
+    parser.add_argument(
+        "output",
+        metavar="OUTPUT",
+        help="file to write (.tflite, .onnx), or the SavedModel base folder (writes OUTPUT/1/)",
+    )
+    add_classifier(parser, "export encoder + head (output logits)")
+    parser.add_argument("--channels", type=int, default=19, help="EEG channels C (default 19)")
+    parser.add_argument(
+        "--samples", type=int, default=2000, help="samples T at 200 Hz (default 2000 = 10 s)"
+    )
+    parser.add_argument(
+        "--partial-patch",
+        choices=("error", "pad", "crop"),
+        default="error",
+        help="samples past the last whole 1 s patch: error (default), pad or crop",
+    )
+    parser.add_argument("--batch", type=int, help="tflite: fixed batch size (default 1)")
+    parser.add_argument(
+        "--quantize", choices=QUANTIZATIONS, help="tflite: weight quantization (default none)"
+    )
+    parser.add_argument("--version", type=int, help="saved-model: version folder (default 1)")
+    parser.add_argument("--opset", type=int, help=f"onnx: opset (default {MIN_OPSET})")
+    add_force(parser)
+    add_model_options(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from eegdino_tf.export import export_model
+
+    options: dict[str, Any] = {}
+    for option, fmt in FORMAT_OPTIONS.items():
+        value = getattr(args, option)
+        if value is None:
+            continue
+        if fmt != args.format:
+            raise UsageError(f"--{option} applies to {fmt} exports, not {args.format}")
+        options[option] = value
+    model = load_model(
+        args, partial_patch=args.partial_patch, check_finite=args.format == "saved-model"
+    )
+    report = export_model(
+        args.format,
+        model,
+        args.output,
+        channels=args.channels,
+        samples=args.samples,
+        force=args.force,
+        **options,
+    )
+    print(report.summary())
+    return 0

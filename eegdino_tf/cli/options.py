@@ -1,0 +1,88 @@
+"""Option groups shared by the commands, and the translation of library errors into flags."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+from eegdino_tf.config import PRECISIONS
+from eegdino_tf.errors import EEGDinoError, MissingHeadError
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, precision: str | None = None) -> None:
+    """``--norm-groups`` / ``--num-heads`` (what the tensors cannot tell), and, where the
+    command takes it, ``--precision`` with its default."""
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--norm-groups", type=int, help="GroupNorm groups (default: the size table's)"
+    )
+    group.add_argument("--num-heads", type=int, help="attention heads (default 8)")
+    if precision is not None:
+        group.add_argument(
+            "--precision",
+            choices=("auto", *PRECISIONS),
+            default=precision,
+            help=f"compute precision (default {precision}); auto: the fastest that keeps the "
+            "accuracy bounds on this machine",
+        )
+
+
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The model options given on the command line, as loader / builder keywords."""
+    names = ("norm_groups", "num_heads", "precision")
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def add_classifier(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--classifier", action="store_true", help=help)
+
+
+def load_model(args: argparse.Namespace, **options: Any) -> Any:
+    """``args.weights`` as a classifier (``--classifier``) or an encoder, with the model
+    options of the command line and ``options``."""
+    import eegdino_tf
+
+    kwargs = {**model_options(args), **options}
+    if not args.classifier:
+        return eegdino_tf.load_encoder(args.weights, **kwargs)
+    try:
+        return eegdino_tf.load_classifier(args.weights, **kwargs)
+    except MissingHeadError:
+        raise UsageError(
+            f"{args.weights} holds an encoder without a classification head; "
+            "drop --classifier to use the encoder"
+        ) from None
+
+
+def add_force(parser: argparse.ArgumentParser, what: str = "OUTPUT") -> None:
+    parser.add_argument("--force", action="store_true", help=f"overwrite an existing {what}")
+
+
+#: ``name=value`` as the library writes a keyword argument in its messages.
+_KEYWORD = re.compile(r"\b([a-z_][a-z0-9_]*)=(True|False|None|'[^']*'|\"[^\"]*\"|[\w.+-]+)")
+
+
+def translate(message: str, parser: argparse.ArgumentParser) -> str:
+    """A library message in the command's words: each ``keyword=value`` it names becomes the
+    flag that sets that keyword (``force=True`` -> ``--force``, ``unit='furlong'`` ->
+    ``--unit furlong``). Keywords the command has no flag for are left as they are."""
+    flags = {
+        action.dest: action
+        for action in parser._actions
+        if action.option_strings and action.dest != "help"
+    }
+
+    def flag(match: re.Match) -> str:
+        action = flags.get(match.group(1))
+        if action is None:
+            return match.group(0)
+        name = max(action.option_strings, key=len)
+        value = match.group(2).strip("'\"")
+        return name if action.nargs == 0 else f"{name} {value}"
+
+    return _KEYWORD.sub(flag, message)
+
+
+class UsageError(EEGDinoError):
+    """The command line itself is inconsistent (options that do not go together)."""
