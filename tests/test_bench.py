@@ -2,47 +2,63 @@
 
 from __future__ import annotations
 
+import argparse
+import ast
 import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import REPO
 
-from eegdino_tf import bench, hardware
+from benchmarks import cli, compare, machine, peak, runners, timing, workload
+from benchmarks.report import table_order
+from benchmarks.settings import (
+    CHART_NAME,
+    EXPORTED,
+    ISOLATED,
+    JSON_NAME,
+    QUICK,
+    ROUND_ROBIN,
+    Settings,
+    Unavailable,
+)
+from eegdino_tf import hardware
 from eegdino_tf.config import PRESETS
 
 
 def test_flops_match_the_architecture_costs():
-    gflop = {size: bench.flops_per_example(PRESETS[size]) / 1e9 for size in PRESETS}
+    gflop = {size: workload.flops_per_example(PRESETS[size]) / 1e9 for size in PRESETS}
     assert gflop["small"] == pytest.approx(2.06, rel=0.01)
     assert gflop["medium"] == pytest.approx(14.2, rel=0.02)
     assert gflop["large"] == pytest.approx(81, rel=0.02)
 
 
 def test_quick_options_yield_to_explicit_ones():
-    parser = bench.argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    settings = bench.settings_from_args(parser.parse_args(["--quick", "--runs", "7"]))
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    settings = cli.settings_from_args(parser.parse_args(["--quick", "--runs", "7"]))
     assert settings.runs == 7
-    assert settings.sizes == bench.QUICK["sizes"]
+    assert settings.sizes == QUICK["sizes"]
     assert settings.memory_runtimes == () and not settings.isolated
-    assert set(settings.runtimes).isdisjoint(bench.EXPORTED)
-    isolated = bench.settings_from_args(parser.parse_args(["--quick", "--isolated"]))
-    assert isolated.isolated and isolated.runs == bench.QUICK["runs"]
-    full = bench.settings_from_args(parser.parse_args([]))
-    assert full.isolated and full.memory_runtimes == bench.Settings().memory_runtimes
-    assert not bench.settings_from_args(parser.parse_args(["--no-isolated"])).isolated
-    none = bench.settings_from_args(parser.parse_args(["--memory-runtimes", "none"]))
+    assert set(settings.runtimes).isdisjoint(EXPORTED)
+    isolated = cli.settings_from_args(parser.parse_args(["--quick", "--isolated"]))
+    assert isolated.isolated and isolated.runs == QUICK["runs"]
+    full = cli.settings_from_args(parser.parse_args([]))
+    assert full.isolated and full.memory_runtimes == Settings().memory_runtimes
+    assert not cli.settings_from_args(parser.parse_args(["--no-isolated"])).isolated
+    none = cli.settings_from_args(parser.parse_args(["--memory-runtimes", "none"]))
     assert none.memory_runtimes == ()
     with pytest.raises(SystemExit):
         parser.parse_args(["--runtimes", "eager,jax"])
 
 
-def row(runtime, precision, ms, mode=bench.ROUND_ROBIN, batch=8):
-    """A result row as :func:`bench.run_benchmark` makes them (the fields the tests read)."""
+def row(runtime, precision, ms, mode=ROUND_ROBIN, batch=8):
+    """A result row as :func:`benchmarks.run.run_benchmark` makes them (the fields the tests
+    read)."""
     return {"size": "small", "batch": batch, "runtime": runtime, "precision": precision,
             "mode": mode, "median_ms": ms, "min_ms": ms / 2, "gflop_per_s": 1e3 / ms}  # fmt: skip
 
@@ -54,14 +70,14 @@ def test_ratios_compare_same_precision_with_pytorch_within_each_mode():
         row("xla", "mixed_float16", 8.0),
         row("torch", "float32", 20.0),
         row("torch-bf16", "mixed_bfloat16", 15.0),
-        row("xla", "float32", 12.0, bench.ISOLATED),
-        row("torch", "float32", 6.0, bench.ISOLATED),
-        row("xla", "mixed_bfloat16", 6.0, bench.ISOLATED),
+        row("xla", "float32", 12.0, ISOLATED),
+        row("torch", "float32", 6.0, ISOLATED),
+        row("xla", "mixed_bfloat16", 6.0, ISOLATED),
     ]
-    bench.add_ratios(rows)
+    compare.add_ratios(rows)
     names = ("vs_torch", "vs_torch_min", "vs_float32")
     ratios = {(r["mode"], r["runtime"], r["precision"]): tuple(r[n] for n in names) for r in rows}
-    rr, alone = bench.ROUND_ROBIN, bench.ISOLATED
+    rr, alone = ROUND_ROBIN, ISOLATED
     assert ratios[(rr, "xla", "float32")] == (2.0, 2.0, 1.0)
     assert ratios[(rr, "xla", "mixed_bfloat16")] == (3.0, 3.0, 2.0)
     assert ratios[(rr, "xla", "mixed_float16")] == (None, None, 1.25)
@@ -78,25 +94,25 @@ def test_peak_fractions_match_precision_and_predict_overhead_is_a_difference():
         row("graph", "mixed_bfloat16", 8.0),
         row("predict", "mixed_float16", 20.0),
         row("torch-bf16", "mixed_bfloat16", 4.0),
-        row("predict", "float32", 11.0, bench.ISOLATED),
-        row("xla", "float32", 10.5, bench.ISOLATED),
+        row("predict", "float32", 11.0, ISOLATED),
+        row("xla", "float32", 10.5, ISOLATED),
         row("predict", "float32", 30.0, batch=32),  # no bare call at batch 32
     ]
-    peaks = {name: None for name in bench.PEAKS}
+    peaks = {name: None for name in peak.PEAKS}
     peaks.update(tf_float32=200.0, tf_xla_float32=250.0, tf_bfloat16=100.0, torch_bfloat16=500.0)
-    assert bench.best_peaks(peaks) == {"float32": 250.0, "bfloat16": 500.0}
-    bench.add_peak_fractions(rows, peaks)
+    assert peak.best_peaks(peaks) == {"float32": 250.0, "bfloat16": 500.0}
+    peak.add_peak_fractions(rows, peaks)
     fractions = [r["fraction_of_peak"] for r in rows]
     expected = [1e3 / ms / peak for ms, peak in [(12, 250), (10, 250), (9, 500), (8, 500),
                 (20, 250), (4, 500), (11, 250), (10.5, 250), (30, 250)]]  # fmt: skip
     assert fractions == pytest.approx(expected)
-    bench.add_peak_fractions(rows, dict.fromkeys(bench.PEAKS))
+    peak.add_peak_fractions(rows, dict.fromkeys(peak.PEAKS))
     assert all(r["fraction_of_peak"] is None for r in rows)
 
     bare = {"float32": "xla", "mixed_bfloat16": "graph", "mixed_float16": "xla"}
-    overheads = bench.predict_overheads(rows, bare)
+    overheads = compare.predict_overheads(rows, bare)
     found = {(o["mode"], o["precision"]): o for o in overheads}
-    rr, alone = bench.ROUND_ROBIN, bench.ISOLATED
+    rr, alone = ROUND_ROBIN, ISOLATED
     assert set(found) == {(rr, "float32"), (rr, "mixed_bfloat16"), (alone, "float32")}
     assert all(o["batch"] == 8 for o in overheads)
     assert found[(rr, "float32")]["overhead_ms"] == pytest.approx(2.0)
@@ -105,16 +121,16 @@ def test_peak_fractions_match_precision_and_predict_overhead_is_a_difference():
 
 
 def test_table_puts_each_isolated_row_after_its_round_robin_row():
-    alone = bench.ISOLATED
+    alone = ISOLATED
     rows = [row("xla", "float32", 1.0), row("torch", "float32", 2.0),
             row("torch", "float32", 3.0, alone), row("xla", "float32", 4.0, alone)]  # fmt: skip
-    assert [r["median_ms"] for r in bench.table_order(rows)] == [1.0, 4.0, 2.0, 3.0]
+    assert [r["median_ms"] for r in table_order(rows)] == [1.0, 4.0, 2.0, 3.0]
 
 
 def test_matmul_peak_measures_every_library_here_or_notes_why_not():
     notes = []
-    peaks = bench.matmul_peak(64, 2, notes, log=lambda _: None)
-    assert list(peaks) == list(bench.PEAKS)
+    peaks = peak.matmul_peak(64, 2, notes, log=lambda _: None)
+    assert list(peaks) == list(peak.PEAKS)
     assert peaks["tf_float32"] > 0 and peaks["tf_xla_float32"] > 0
     for name, value in peaks.items():
         assert (value is not None and value > 0) or any(n.startswith(f"matmul peak {name}:")
@@ -123,15 +139,16 @@ def test_matmul_peak_measures_every_library_here_or_notes_why_not():
 
 def test_reference_model_unavailable_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "braindecode.models", None)  # makes the import fail
-    with pytest.raises(bench.Unavailable, match="PyTorch is not installed|torchaudio==2.9.1"):
-        bench.reference_model(PRESETS["small"], 19, 2000)
-    assert not hasattr(bench, "_stub_torchaudio")
+    with pytest.raises(Unavailable, match="PyTorch is not installed|torchaudio==2.9.1") as err:
+        runners.reference_model(PRESETS["small"], 19, 2000)
+    assert 'pip install ".[bench]"' in str(err.value)
+    assert not hasattr(runners, "_stub_torchaudio")
 
 
 @pytest.mark.parametrize(("lead_in_below_ms", "calls_per_round"), [(1e9, 2), (0.0, 1)])
 def test_short_calls_get_an_untimed_lead_in_each_round(monkeypatch, lead_in_below_ms,
                                                        calls_per_round):  # fmt: skip
-    monkeypatch.setattr(bench, "LEAD_IN_BELOW_MS", lead_in_below_ms)
+    monkeypatch.setattr(timing, "LEAD_IN_BELOW_MS", lead_in_below_ms)
     calls = {"a": 0, "b": 0}
 
     def runner(name):
@@ -140,8 +157,8 @@ def test_short_calls_get_an_untimed_lead_in_each_round(monkeypatch, lead_in_belo
 
         return run
 
-    contenders = [bench.Contender(n, "float32", runner(n)) for n in calls]
-    ready = bench.measure(contenders, x=None, runs=3, warmup=2, notes=[], log=lambda _: None)
+    contenders = [timing.Contender(n, "float32", runner(n)) for n in calls]
+    ready = timing.measure(contenders, x=None, runs=3, warmup=2, notes=[], log=lambda _: None)
     assert [len(c.times_ms) for c in ready] == [3, 3]
     assert calls == {"a": 2 + 3 * calls_per_round, "b": 2 + 3 * calls_per_round}
 
@@ -156,7 +173,7 @@ def hold_memory(megabytes: int, seconds: float) -> int:
 def test_an_export_already_made_in_the_run_is_reused(tmp_path):
     """What lets an isolated child time an export without exporting (it cannot: a child
     process may not start another)."""
-    models = bench.SizeModels(bench.Settings(depth=1), "small", tmp_path)
+    models = runners.SizeModels(Settings(depth=1), "small", tmp_path)
     made = {fmt: tmp_path / name for fmt, name in (("onnx", "small.onnx"),
                                                     ("tflite", "small_b8.tflite"))}  # fmt: skip
     for path in made.values():
@@ -167,11 +184,11 @@ def test_an_export_already_made_in_the_run_is_reused(tmp_path):
 
 
 def test_run_in_child_returns_reports_and_caps():
-    assert bench.run_in_child(os.getpid) != os.getpid()
-    with pytest.raises(bench.Unavailable, match="ValueError"):
-        bench.run_in_child(int, "not a number")
-    with pytest.raises(bench.Unavailable, match="cap"):
-        bench.run_in_child(hold_memory, 400, 20.0, limit_mb=250)
+    assert machine.run_in_child(os.getpid) != os.getpid()
+    with pytest.raises(Unavailable, match="ValueError"):
+        machine.run_in_child(int, "not a number")
+    with pytest.raises(Unavailable, match="cap"):
+        machine.run_in_child(hold_memory, 400, 20.0, limit_mb=250)
 
 
 def test_quick_run_writes_report_and_chart(tmp_path):
@@ -189,18 +206,18 @@ def test_quick_run_writes_report_and_chart(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "vs torch" in result.stdout
 
-    report = json.loads((out / bench.JSON_NAME).read_text())
-    assert (out / bench.CHART_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((out / JSON_NAME).read_text())
+    assert (out / CHART_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob(".*")), "temporary files left behind"
     assert report["settings"]["sizes"] == ["small"] and not report["settings"]["isolated"]
-    machine = report["machine"]
-    assert machine["cpu"] and machine["threads"] == 2
-    assert set(machine["cpu_flags"]) == set(hardware.REPORTED_FLAGS)
-    assert machine["hardware"].startswith(f"CPU {machine['cpu']} ")
-    assert machine["cpu"] in result.stdout.splitlines()[0]
+    info = report["machine"]
+    assert info["cpu"] and info["threads"] == 2
+    assert set(info["cpu_flags"]) == set(hardware.REPORTED_FLAGS)
+    assert info["hardware"].startswith(f"CPU {info['cpu']} ")
+    assert info["cpu"] in result.stdout.splitlines()[0]
     assert report["gflop_per_example"]["small"] > 0
     peaks = report["matmul_peak_gflop_per_s"]
-    assert list(peaks) == list(bench.PEAKS)
+    assert list(peaks) == list(peak.PEAKS)
     assert peaks["tf_float32"] > 0 and peaks["tf_bfloat16"] > 0
     assert "matmul peak (128x128x128" in result.stdout
 
@@ -210,7 +227,7 @@ def test_quick_run_writes_report_and_chart(tmp_path):
         for runtime in ("eager", "predict", "graph", "xla"):
             assert {(runtime, precision, 1), (runtime, precision, 2)} <= measured
     for r in rows:
-        assert r["mode"] == bench.ROUND_ROBIN
+        assert r["mode"] == ROUND_ROBIN
         assert len(r["times_ms"]) == 2
         assert 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"]
         assert r["samples_per_s"] > 0 and r["gflop_per_s"] > 0 and r["fraction_of_peak"] > 0
@@ -244,25 +261,127 @@ def test_isolated_run_times_each_contender_in_a_process_of_its_own(tmp_path):
         capture_output=True, text=True, cwd=REPO, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((out / bench.JSON_NAME).read_text())
+    report = json.loads((out / JSON_NAME).read_text())
     rows = {(r["mode"], r["runtime"]): r for r in report["results"]}
     contenders = {runtime for _, runtime in rows}
     assert "xla" in contenders
     for runtime in contenders:
-        alone = rows[(bench.ISOLATED, runtime)]
+        alone = rows[(ISOLATED, runtime)]
         assert len(alone["times_ms"]) == 2 and alone["median_ms"] > 0
-        assert rows[(bench.ROUND_ROBIN, runtime)]["first_call_ms"] > 0
+        assert rows[(ROUND_ROBIN, runtime)]["first_call_ms"] > 0
     if "torch" in contenders:
-        ours = rows[(bench.ISOLATED, "xla")]
-        assert ours["vs_torch"] == rows[(bench.ISOLATED, "torch")]["median_ms"] / ours["median_ms"]
+        ours = rows[(ISOLATED, "xla")]
+        assert ours["vs_torch"] == rows[(ISOLATED, "torch")]["median_ms"] / ours["median_ms"]
     assert "isolated" in result.stdout and "round-robin" in result.stdout
 
 
-def test_example_script_shows_help():
+def _without_pythonpath() -> dict[str, str]:
+    """This process's environment, without a PYTHONPATH that could make benchmarks/
+    importable from anywhere."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+#: The console script next to this interpreter (absent when the package is not installed).
+CONSOLE_SCRIPT = Path(sys.executable).with_name("eegdino-tf")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, str(REPO / "examples" / "bench.py")],
+        [sys.executable, "-m", "benchmarks"],
+        [sys.executable, "-m", "eegdino_tf", "bench"],
+        pytest.param(
+            [str(CONSOLE_SCRIPT), "bench"],  # finds benchmarks/ in the working directory
+            marks=pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="no console script"),
+        ),
+    ],
+    ids=["example", "python -m benchmarks", "python -m eegdino_tf", "console script"],
+)
+def test_every_entry_point_shows_the_full_help(command):
     result = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "bench.py"), "--help"],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
+        [*command, "--help"], capture_output=True, text=True, cwd=REPO, timeout=60,
+        env=_without_pythonpath(),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "--runtimes" in result.stdout
+    assert "the full default run takes" in " ".join(result.stdout.split())
     assert "tensorflow" not in result.stderr.lower()
+
+
+def test_bench_outside_the_repository_fails_with_one_line(tmp_path):
+    """Without benchmarks/ (not importable, not in the working directory) the command still
+    exists, and says in one line where to run it."""
+    command = [sys.executable, "-m", "eegdino_tf", "bench"]
+    result = subprocess.run(
+        [*command, "--quick"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        env=_without_pythonpath(),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("eegdino-tf bench: error: the benchmark lives in the repository's ")
+    assert "benchmarks/ folder" in line and "python -m benchmarks" in line
+    assert 'pip install ".[bench]"' in line
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "eegdino_tf", "--help"], capture_output=True, text=True,
+        cwd=tmp_path, timeout=60, env=_without_pythonpath(),
+    )  # fmt: skip
+    assert listed.returncode == 0 and "bench" in listed.stdout
+
+
+def _imported_modules(tree: ast.AST) -> set[str]:
+    """Top-level names of the modules a source file imports (statements, and
+    ``importlib.import_module`` / ``__import__`` calls with a literal name)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None))
+            in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.add(node.args[0].value.split(".")[0])
+    return found
+
+
+def _writes_sys_modules(tree: ast.AST) -> bool:
+    """Whether a source file assigns to or deletes from ``sys.modules``, or mutates it."""
+    for node in ast.walk(tree):
+        target = None
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            target = node.value
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr in ("update", "setdefault", "pop", "popitem", "clear"):
+                target = node.func.value
+        if target is not None and ast.unparse(target) == "sys.modules":
+            return True
+    return False
+
+
+def test_the_library_imports_neither_argparse_nor_the_benchmark():
+    """argparse belongs to eegdino_tf/cli/; benchmarks/ is imported (lazily) by the bench
+    command only; nothing writes sys.modules."""
+    package = REPO / "eegdino_tf"
+    offenders = {}
+    for path in sorted(package.rglob("*.py")):
+        name = path.relative_to(REPO).as_posix()
+        tree = ast.parse(path.read_text(), filename=name)
+        imported = _imported_modules(tree)
+        banned = set() if name == "eegdino_tf/cli/bench.py" else {"benchmarks"}
+        if not name.startswith("eegdino_tf/cli/"):
+            banned.add("argparse")
+        if imported & banned:
+            offenders[name] = sorted(imported & banned)
+        if _writes_sys_modules(tree):
+            offenders[name] = [*offenders.get(name, []), "writes sys.modules"]
+    assert not offenders, offenders
+    assert not (package / "bench.py").exists(), "the benchmark moved to benchmarks/"
+    for path in sorted((REPO / "benchmarks").rglob("*.py")):
+        assert not _writes_sys_modules(ast.parse(path.read_text())), path

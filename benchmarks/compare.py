@@ -1,0 +1,67 @@
+"""Comparisons between result rows: speed ratios (to PyTorch, to float32) and ``predict``'s
+per-call overhead over the bare compiled call it makes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.settings import BENCH_PRECISIONS, REFERENCES
+
+
+def row_key(row: dict[str, Any], **changes: Any) -> tuple:
+    """``(mode, size, batch, runtime, precision)`` of ``row``, with ``changes``."""
+    r = {**row, **changes}
+    return r["mode"], r["size"], r["batch"], r["runtime"], r["precision"]
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Add speed ratios to each of our rows (above 1: this row is faster), each against a
+    row of the same mode.
+
+    ``vs_torch``: PyTorch's median time at the same size, batch and precision over ours;
+    ``vs_torch_min``: the same with the fastest calls (less sensitive to machine load);
+    ``vs_float32``: the same runtime's float32 median over ours.
+    """
+    by_key = {row_key(r): r for r in rows}
+    reference = {p: r for r, p in REFERENCES.items()}
+    for row in rows:
+        ours = row["runtime"] not in REFERENCES
+        torch = by_key.get(row_key(row, runtime=reference.get(row["precision"])))
+        f32 = by_key.get(row_key(row, precision="float32"))
+        for name, other, stat in (
+            ("vs_torch", torch, "median_ms"),
+            ("vs_torch_min", torch, "min_ms"),
+            ("vs_float32", f32, "median_ms"),
+        ):
+            row[name] = other[stat] / row[stat] if ours and other else None
+
+
+def bare_runtimes() -> dict[str, str]:
+    """For each precision, the runtime that times the compiled call ``predict`` makes here:
+    ``xla`` or ``graph``, as :func:`eegdino_tf.models.default_jit_compile` picks."""
+    from eegdino_tf.models import default_jit_compile
+
+    return {p: "xla" if default_jit_compile(p) else "graph" for p in BENCH_PRECISIONS}
+
+
+def predict_overheads(rows: list[dict[str, Any]], bare: dict[str, str]) -> list[dict[str, Any]]:
+    """What ``predict`` costs a call over the bare compiled call it makes (``bare``, per
+    precision): the difference of the medians, wherever both ran (same mode, size, batch)."""
+    by_key = {row_key(r): r for r in rows}
+    found = []
+    for r in rows:
+        other = by_key.get(row_key(r, runtime=bare[r["precision"]]))
+        if r["runtime"] == "predict" and other:
+            found.append(
+                {
+                    "size": r["size"],
+                    "precision": r["precision"],
+                    "batch": r["batch"],
+                    "mode": r["mode"],
+                    "bare_runtime": other["runtime"],
+                    "predict_ms": r["median_ms"],
+                    "bare_ms": other["median_ms"],
+                    "overhead_ms": r["median_ms"] - other["median_ms"],
+                }
+            )
+    return found
