@@ -199,11 +199,32 @@ class ModelOptions:
         partial_patch: what to do with samples past the last whole 1 s patch: ``"error"``,
             ``"pad"`` (zero-pad to a whole patch) or ``"crop"`` (drop them).
         check_finite: reject NaN / inf input with an :class:`~eegdino_tf.InputError`.
+        dropout: dropout rate in the encoder, in training only (the reference's
+            ``drop_prob``: after the spectral projection, on the attention weights, after the
+            attention projection and after the MLP).
+        drop_path: stochastic-depth rate on both residual branches of every block.
+        head_dropout: dropout after the classification head's two hidden layers.
+
+    The defaults are the reference's (braindecode ``EEGDINO``); none of them acts in
+    ``predict``, evaluation or exports.
     """
 
     precision: str = "float32"
     partial_patch: str = "error"
     check_finite: bool = True
+    dropout: float = 0.1
+    drop_path: float = 0.1
+    head_dropout: tuple[float, float] = (0.5, 0.3)
+
+    def __post_init__(self) -> None:
+        rates = {"dropout": self.dropout, "drop_path": self.drop_path}
+        if len(tuple(self.head_dropout)) != 2:
+            raise ConfigError(f"head_dropout needs 2 rates, got {self.head_dropout!r}")
+        object.__setattr__(self, "head_dropout", tuple(float(r) for r in self.head_dropout))
+        rates.update({f"head_dropout[{i}]": r for i, r in enumerate(self.head_dropout)})
+        bad = [f"{name}={rate!r}" for name, rate in rates.items() if not 0.0 <= rate < 1.0]
+        if bad:
+            raise ConfigError(f"dropout rates must be in [0, 1): {', '.join(bad)}")
 
     @classmethod
     def split(cls, keywords: dict[str, Any]) -> tuple[ModelOptions, dict[str, Any]]:
@@ -214,3 +235,7 @@ class ModelOptions:
 
     def as_kwargs(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def encoder_kwargs(self) -> dict[str, Any]:
+        """The options an :class:`~eegdino_tf.EEGDinoEncoder` takes (all but the head's)."""
+        return {k: v for k, v in self.as_kwargs().items() if k != "head_dropout"}

@@ -414,7 +414,7 @@ def _without_finite_check(model: keras.Model) -> keras.Model:
         return model
     copy = EEGDinoEncoder.from_config({**encoder.get_config(), "check_finite": False})
     if _is_classifier(model):
-        copy = EEGDinoClassifier(copy, model.num_classes)
+        copy = EEGDinoClassifier(copy, model.num_classes, head_dropout=model.head_dropout)
     copy.set_weights(model.get_weights())
     return copy
 

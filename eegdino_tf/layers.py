@@ -516,9 +516,9 @@ class TimeEncoding(keras.layers.Layer):
 class PatchEmbedding(_Float32Stream):
     """Raw patches to tokens: ``[B, C, T] (scaled) -> [B, C*P, D]``.
 
-    ``e = temporal(patch) + Linear(|DFT(patch)|) + channel_embedding[c]``, then the depthwise
-    time encoding along the patch axis is added: ``e + time_encoding(e)``. Tokens are
-    channel-major (token = c * P + p).
+    ``e = temporal(patch) + Dropout(Linear(|DFT(patch)|)) + channel_embedding[c]``, then the
+    depthwise time encoding along the patch axis is added: ``e + time_encoding(e)``. Tokens are
+    channel-major (token = c * P + p). ``dropout`` acts in training only.
     """
 
     def __init__(
@@ -526,13 +526,18 @@ class PatchEmbedding(_Float32Stream):
         embed_dim: int,
         conv_channels: tuple[int, int, int],
         norm_groups: int,
+        dropout: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.embed_dim = int(embed_dim)
         self.conv_channels = tuple(int(c) for c in conv_channels)
         self.norm_groups = int(norm_groups)
+        self.dropout = float(dropout)
         policy = dict(dtype=self.dtype_policy)
+        self.spectral_dropout = keras.layers.Dropout(
+            self.dropout, name="spectral_dropout", **policy
+        )
         self.temporal = TemporalConvStack(conv_channels, norm_groups, name="temporal", **policy)
         self.spectrum = PatchSpectrum(name="spectrum")
         self.spectral_proj = Linear(embed_dim, name="spectral_proj", **policy)
@@ -550,9 +555,8 @@ class PatchEmbedding(_Float32Stream):
         batch, channels, samples = (_dim(x, i) for i in range(3))
         patches_per_channel = samples // PATCH_SIZE
         patches = tf.reshape(x, [batch, channels * patches_per_channel, PATCH_SIZE])
-        e = self._f32(self.temporal(patches)) + self._f32(
-            self.spectral_proj(self.spectrum(patches))
-        )
+        spectral = self.spectral_dropout(self.spectral_proj(self.spectrum(patches)))
+        e = self._f32(self.temporal(patches)) + self._f32(spectral)
         e = tf.reshape(e, [batch, channels, patches_per_channel, self.embed_dim])
         e = e + self._f32(self.channel_embedding(x))[None, :, None, :]
         e = e + self._f32(self.time_encoding(e))
@@ -569,6 +573,7 @@ class PatchEmbedding(_Float32Stream):
             "embed_dim": self.embed_dim,
             "conv_channels": list(self.conv_channels),
             "norm_groups": self.norm_groups,
+            "dropout": self.dropout,
         }
 
 
@@ -586,16 +591,20 @@ def _flat_tokens(x: tf.Tensor) -> tf.Tensor:
 @_SERIALIZABLE
 class Attention(keras.layers.Layer):
     """Multi-head self-attention with a fused qkv projection, q and v biases (no k bias):
-    ``[B, N, D] -> [B, N, D]``."""
+    ``[B, N, D] -> [B, N, D]``. ``dropout`` on the attention weights and after ``proj``
+    (training only)."""
 
-    def __init__(self, embed_dim: int, num_heads: int = 8, **kwargs):
+    def __init__(self, embed_dim: int, num_heads: int = 8, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.embed_dim = int(embed_dim)
         self.num_heads = int(num_heads)
         self.head_dim = self.embed_dim // self.num_heads
+        self.dropout = float(dropout)
         policy = dict(dtype=self.dtype_policy)
         self.qkv = Linear(3 * embed_dim, use_bias=False, name="qkv", **policy)
         self.proj = Linear(embed_dim, name="proj", **policy)
+        self.weights_dropout = keras.layers.Dropout(self.dropout, name="weights_dropout", **policy)
+        self.proj_dropout = keras.layers.Dropout(self.dropout, name="proj_dropout", **policy)
 
     def build(self, input_shape):
         self.qkv.build(input_shape)
@@ -611,55 +620,112 @@ class Attention(keras.layers.Layer):
         q, k, v = tf.split(tf.reshape(qkv, [batch, tokens, 3 * self.num_heads, -1]), 3, axis=2)
         scores = einsum("bqhd,bkhd->bhqk", q * self.head_dim**-0.5, k)
         weights = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32)), v.dtype)
-        out = einsum("bhqk,bkhd->bqhd", weights, v)
-        out = self.proj(tf.reshape(out, [batch * tokens, self.embed_dim]))
+        out = einsum("bhqk,bkhd->bqhd", self.weights_dropout(weights), v)
+        out = self.proj_dropout(self.proj(tf.reshape(out, [batch * tokens, self.embed_dim])))
         return tf.reshape(out, [batch, tokens, self.embed_dim])
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "embed_dim": self.embed_dim, "num_heads": self.num_heads}
+        return {
+            **super().get_config(),
+            "embed_dim": self.embed_dim,
+            "num_heads": self.num_heads,
+            "dropout": self.dropout,
+        }
 
 
 @_SERIALIZABLE
 class Mlp(keras.layers.Layer):
-    """``fc2(GELU(fc1(x)))``: ``[B, N, D] -> [B, N, D]`` through a hidden width ``mlp_dim``."""
+    """``Dropout(fc2(GELU(fc1(x))))``: ``[B, N, D] -> [B, N, D]`` through a hidden width
+    ``mlp_dim``."""
 
-    def __init__(self, embed_dim: int, mlp_dim: int, **kwargs):
+    def __init__(self, embed_dim: int, mlp_dim: int, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.embed_dim = int(embed_dim)
         self.mlp_dim = int(mlp_dim)
+        self.dropout = float(dropout)
         self.fc1 = Linear(mlp_dim, name="fc1", dtype=self.dtype_policy)
         self.fc2 = Linear(embed_dim, name="fc2", dtype=self.dtype_policy)
+        self.output_dropout = keras.layers.Dropout(
+            self.dropout, name="output_dropout", dtype=self.dtype_policy
+        )
 
     def build(self, input_shape):
         self.fc1.build(input_shape)
         self.fc2.build((*input_shape[:-1], self.mlp_dim))
 
     def call(self, x):
-        return tf.reshape(self.fc2(gelu(self.fc1(_flat_tokens(x)))), tf.shape(x))
+        y = self.output_dropout(self.fc2(gelu(self.fc1(_flat_tokens(x)))))
+        return tf.reshape(y, tf.shape(x))
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "embed_dim": self.embed_dim, "mlp_dim": self.mlp_dim}
+        return {
+            **super().get_config(),
+            "embed_dim": self.embed_dim,
+            "mlp_dim": self.mlp_dim,
+            "dropout": self.dropout,
+        }
+
+
+@_SERIALIZABLE
+class DropPath(keras.layers.Layer):
+    """Stochastic depth: in training, zero a whole example's residual branch with probability
+    ``rate`` and scale the kept ones by ``1 / (1 - rate)``; identity otherwise. ``[B, ...]``."""
+
+    def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = [_dim(x, 0)] + [1] * (len(x.shape) - 1)
+        draw = keras.random.uniform(shape, seed=self.seed_generator, dtype=x.dtype)
+        return x * tf.floor(keep + draw) / keep
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
 @_SERIALIZABLE
 class TransformerBlock(_Float32Stream):
-    """Pre-norm block: ``x + Attn(LN1(x))``, then ``x + Mlp(LN2(x))``. ``[B, N, D]``."""
+    """Pre-norm block: ``x + DropPath(Attn(LN1(x)))``, then ``x + DropPath(Mlp(LN2(x)))``.
+    ``[B, N, D]``. ``dropout`` inside attention and the MLP, ``drop_path`` on both branches
+    (training only)."""
 
-    def __init__(self, embed_dim: int, num_heads: int, mlp_dim: int, **kwargs):
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        dropout: float = 0.0,
+        drop_path: float = 0.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.embed_dim = int(embed_dim)
         self.num_heads = int(num_heads)
         self.mlp_dim = int(mlp_dim)
+        self.dropout = float(dropout)
+        self.drop_path = float(drop_path)
+        policy = dict(dtype=self.dtype_policy)
         self.norm1 = LayerNorm(name="norm1")
-        self.attn = Attention(embed_dim, num_heads, name="attn", dtype=self.dtype_policy)
+        self.attn = Attention(embed_dim, num_heads, dropout, name="attn", **policy)
         self.norm2 = LayerNorm(name="norm2")
-        self.mlp = Mlp(embed_dim, mlp_dim, name="mlp", dtype=self.dtype_policy)
+        self.mlp = Mlp(embed_dim, mlp_dim, dropout, name="mlp", **policy)
+        self.drop_path1 = DropPath(self.drop_path, name="drop_path1")
+        self.drop_path2 = DropPath(self.drop_path, name="drop_path2")
 
     def build(self, input_shape):
         for layer in (self.norm1, self.attn, self.norm2, self.mlp):
@@ -667,8 +733,8 @@ class TransformerBlock(_Float32Stream):
 
     def call(self, x):
         x = tf.cast(x, tf.float32)
-        x = x + self._f32(self.attn(self.norm1(x)))
-        return x + self._f32(self.mlp(self.norm2(x)))
+        x = x + self.drop_path1(self._f32(self.attn(self.norm1(x))))
+        return x + self.drop_path2(self._f32(self.mlp(self.norm2(x))))
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -679,6 +745,8 @@ class TransformerBlock(_Float32Stream):
             "embed_dim": self.embed_dim,
             "num_heads": self.num_heads,
             "mlp_dim": self.mlp_dim,
+            "dropout": self.dropout,
+            "drop_path": self.drop_path,
         }
 
 
@@ -716,13 +784,25 @@ class ClassificationHead(keras.layers.Layer):
     """Finetuning head: tokens ``[B, 1 + C*P, D]`` (and the EEG, for C) -> logits ``[B, K]``.
 
     Drop the global token; ``GELU(full_linear)`` per token; mean over channels;
-    ``GELU(channel_linear)``; mean over patches; MLP D -> D/2 -> D/4 -> K with GELUs.
+    ``GELU(channel_linear)``; mean over patches; MLP D -> D/2 -> D/4 -> K with GELUs, and
+    ``dropout[0]`` / ``dropout[1]`` after its two hidden layers (training only).
     """
 
-    def __init__(self, embed_dim: int, num_classes: int, **kwargs):
+    def __init__(
+        self,
+        embed_dim: int,
+        num_classes: int,
+        dropout: tuple[float, float] = (0.0, 0.0),
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.embed_dim = int(embed_dim)
         self.num_classes = int(num_classes)
+        self.dropout = tuple(float(r) for r in dropout)
+        self.hidden1_dropout, self.hidden2_dropout = (
+            keras.layers.Dropout(rate, name=f"hidden{i}_dropout", dtype=self.dtype_policy)
+            for i, rate in enumerate(self.dropout, 1)
+        )
         policy = dict(dtype=self.dtype_policy)
         self.full_linear = Linear(embed_dim, name="full_linear", **policy)
         self.channel_linear = Linear(embed_dim, name="channel_linear", **policy)
@@ -742,8 +822,8 @@ class ClassificationHead(keras.layers.Layer):
         x = tf.reshape(x, [batch, channels, -1, self.embed_dim])
         x = gelu(self.channel_linear(tf.reduce_mean(x, axis=1)))  # [B, P, D]
         x = tf.reduce_mean(x, axis=1)  # [B, D]
-        x = gelu(self.hidden1(x))
-        x = gelu(self.hidden2(x))
+        x = self.hidden1_dropout(gelu(self.hidden1(x)))
+        x = self.hidden2_dropout(gelu(self.hidden2(x)))
         return tf.cast(self.logits(x), tf.float32)
 
     def compute_output_shape(self, tokens_shape, eeg_shape=None):
@@ -754,4 +834,5 @@ class ClassificationHead(keras.layers.Layer):
             **super().get_config(),
             "embed_dim": self.embed_dim,
             "num_classes": self.num_classes,
+            "dropout": list(self.dropout),
         }

@@ -130,6 +130,8 @@ class EEGDinoEncoder(_EEGModel):
         partial_patch: str = "error",
         check_finite: bool = True,
         precision: str = "float32",
+        dropout: float = 0.1,
+        drop_path: float = 0.1,
         name: str = "eegdino_encoder",
         **kwargs: Any,
     ):
@@ -147,11 +149,22 @@ class EEGDinoEncoder(_EEGModel):
         eeg = keras.Input(shape=(None, None), name="eeg")
         x = EEGInput(input_scale, partial_patch, check_finite, name="eeg_input")(eeg)
         x = PatchEmbedding(
-            embed_dim, config.conv_channels, norm_groups, name="patch_embedding", dtype=policy
+            embed_dim,
+            config.conv_channels,
+            norm_groups,
+            dropout,
+            name="patch_embedding",
+            dtype=policy,
         )(x)
         for i in range(depth):
             x = TransformerBlock(
-                embed_dim, num_heads, mlp_dim, name=f"encoder_layer_{i}", dtype=policy
+                embed_dim,
+                num_heads,
+                mlp_dim,
+                dropout,
+                drop_path,
+                name=f"encoder_layer_{i}",
+                dtype=policy,
             )(x)
             if i == 0:
                 x = GlobalToken(embed_dim, name="global_token")(x)
@@ -162,6 +175,8 @@ class EEGDinoEncoder(_EEGModel):
         self.partial_patch = partial_patch
         self.check_finite = check_finite
         self.precision = precision
+        self.dropout = float(dropout)
+        self.drop_path = float(drop_path)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -169,6 +184,8 @@ class EEGDinoEncoder(_EEGModel):
             "partial_patch": self.partial_patch,
             "check_finite": self.check_finite,
             "precision": self.precision,
+            "dropout": self.dropout,
+            "drop_path": self.drop_path,
             "name": self.name,
             "trainable": self.trainable,
         }
@@ -187,11 +204,20 @@ class EEGDinoClassifier(_EEGModel):
     """
 
     def __init__(
-        self, encoder: EEGDinoEncoder, num_classes: int, name: str = "eegdino_classifier", **kwargs
+        self,
+        encoder: EEGDinoEncoder,
+        num_classes: int,
+        head_dropout: tuple[float, float] = (0.5, 0.3),
+        name: str = "eegdino_classifier",
+        **kwargs,
     ):
         eeg = keras.Input(shape=(None, None), name="eeg")
         head = ClassificationHead(
-            encoder.embed_dim, num_classes, name="head", dtype=keras.DTypePolicy(encoder.precision)
+            encoder.embed_dim,
+            num_classes,
+            head_dropout,
+            name="head",
+            dtype=keras.DTypePolicy(encoder.precision),
         )
         logits = head(encoder(eeg), eeg)
         super().__init__(inputs=eeg, outputs=logits, name=name, **kwargs)
@@ -201,11 +227,13 @@ class EEGDinoClassifier(_EEGModel):
         self.precision = encoder.precision
         self.check_finite = encoder.check_finite
         self.num_classes = num_classes
+        self.head_dropout = head.dropout
 
     def get_config(self) -> dict[str, Any]:
         return {
             "encoder": keras.saving.serialize_keras_object(self.encoder),
             "num_classes": self.num_classes,
+            "head_dropout": list(self.head_dropout),
             "name": self.name,
             "trainable": self.trainable,
         }
@@ -222,19 +250,21 @@ def build_encoder(config: EEGDinoConfig | str = "small", **options: Any) -> EEGD
 
     ``config`` is a preset name (``"small"``, ``"medium"``, ``"large"``) or an
     :class:`EEGDinoConfig`. ``options`` are :class:`~eegdino_tf.config.ModelOptions` fields
-    (``precision``, ``partial_patch``, ``check_finite``) and config-field overrides
-    (``norm_groups=4``, ``num_heads=16``, ...).
+    (``precision``, ``partial_patch``, ``check_finite``, ``dropout``, ``drop_path``) and
+    config-field overrides (``norm_groups=4``, ``num_heads=16``, ...).
     """
     run, overrides = ModelOptions.split(options)
-    return EEGDinoEncoder(**get_config(config, **overrides).to_dict(), **run.as_kwargs())
+    return EEGDinoEncoder(**get_config(config, **overrides).to_dict(), **run.encoder_kwargs())
 
 
 def build_classifier(
     config: EEGDinoConfig | str = "small", num_classes: int = 2, **options: Any
 ) -> EEGDinoClassifier:
     """A classifier (encoder + head) with freshly initialised weights; see
-    :func:`build_encoder`."""
-    return EEGDinoClassifier(build_encoder(config, **options), num_classes)
+    :func:`build_encoder` (``head_dropout`` is an option here too)."""
+    run, overrides = ModelOptions.split(options)
+    encoder = build_encoder(config, **run.encoder_kwargs(), **overrides)
+    return EEGDinoClassifier(encoder, num_classes, head_dropout=run.head_dropout)
 
 
 def _read(path: str | os.PathLike, config: EEGDinoConfig | str | None, options: dict):
@@ -259,7 +289,7 @@ def load_encoder(
     :func:`eegdino_tf.weights.assign_weights`.
     """
     normalized, cfg, run = _read(path, config, options)
-    encoder = build_encoder(cfg, **run.as_kwargs())
+    encoder = build_encoder(cfg, **run.encoder_kwargs())
     W.assign_weights(W.encoder_weight_map(encoder), normalized, ignore_head=True)
     return encoder
 
