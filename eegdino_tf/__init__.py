@@ -39,6 +39,7 @@ _EXPORTS = {
         "load_classifier",
         "load_encoder",
     ),
+    "eegdino_tf.weights": ("save_weights",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["__version__", *_WHERE]
@@ -47,7 +48,7 @@ __all__ = ["__version__", *_WHERE]
 def __getattr__(name: str):
     if name in _WHERE:
         return getattr(importlib.import_module(_WHERE[name]), name)
-    if name in ("weights", "layers", "models", "config", "checkpoint", "export", "recording"):
+    if name in ("weights", "layers", "models", "config", "checkpoint", "export", "io", "recording"):
         return importlib.import_module(f"eegdino_tf.{name}")
     raise AttributeError(f"module 'eegdino_tf' has no attribute {name!r}")
 

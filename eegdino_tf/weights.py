@@ -20,6 +20,7 @@ The key map of every layout is in ``docs/architecture.md``, "Weights".
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -368,3 +369,74 @@ def assign_weights(
         raise WeightsError(f"{len(problems)} problem(s) loading weights: " + "; ".join(problems))
     for variable, value in assignments:
         variable.assign(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Writing back out
+# ---------------------------------------------------------------------------------------------
+
+#: Layouts :func:`save_weights` writes: the original finetuning code's (``encoder.*`` and the
+#: head), braindecode ``EEGDINO``'s (un-prefixed encoder, ``final_layer.*`` head), and the
+#: released encoder alone.
+SAVE_LAYOUTS = ("finetuning", "braindecode", "released")
+
+
+def model_tensors(model: Any, layout: str = "finetuning") -> dict[str, np.ndarray]:
+    """Every weight of a Keras encoder or classifier as float32 PyTorch-layout tensors under
+    ``layout``'s key names (:data:`SAVE_LAYOUTS`); the inverse of loading."""
+    if layout not in SAVE_LAYOUTS:
+        raise WeightsError(f"unknown layout {layout!r}; choose one of {SAVE_LAYOUTS}")
+    head = getattr(model, "head", None)
+    encoder = model.encoder if head is not None else model
+    if layout != "released" and head is None:
+        raise WeightsError(
+            f"the {layout} layout holds a classifier (encoder + head), and this model is an "
+            "encoder; save it with layout='released'"
+        )
+    prefix = "encoder." if layout == "finetuning" else ""
+    pairs = [(prefix + key, v, p) for key, v, p in encoder_weight_map(encoder)]
+    if layout != "released":
+        renames = {ours: theirs for theirs, ours in BRAINDECODE_HEAD.items()}
+        for key, variable, permutation in head_weight_map(head):
+            if layout == "braindecode":
+                ours = next(o for o in renames if key.startswith(o))
+                key = renames[ours] + key[len(ours) :]
+            pairs.append((key, variable, permutation))
+    tensors = {}
+    for key, variable, permutation in pairs:
+        value = np.asarray(variable.numpy(), dtype=np.float32)
+        if permutation is not None:  # the Keras layout back to PyTorch's
+            value = value.transpose(np.argsort(permutation))
+        tensors[key] = np.ascontiguousarray(value)
+    return tensors
+
+
+def save_weights(
+    model: Any,
+    path: str | os.PathLike,
+    *,
+    layout: str = "finetuning",
+    force: bool = False,
+) -> Path:
+    """Write a Keras encoder or classifier as a float32 ``.safetensors`` file that PyTorch
+    code loads: exactly the keys, shapes and tensor layouts of ``layout``
+    (:data:`SAVE_LAYOUTS`; ``"released"`` writes the encoder alone). The shape goes in the
+    file's metadata. Written atomically; an existing ``path`` is an error unless ``force``."""
+    from safetensors.numpy import save_file
+
+    from eegdino_tf import __version__
+    from eegdino_tf.files import atomic_output
+
+    tensors = model_tensors(model, layout)
+    encoder = getattr(model, "encoder", model)
+    config = encoder.config
+    metadata = {
+        "layout": layout,
+        "size": config.name,
+        "config": json.dumps(config.to_dict()),
+        "has_head": str(layout != "released").lower(),
+        "writer": f"eegdino-tf {__version__}",
+    }
+    with atomic_output(path, force=force) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 from conftest import TINY, load_io, nrmse
@@ -155,3 +156,70 @@ def test_rs_layout_round_trips(tiny):
     back = eegdino_tf.weights.normalize_state_dict(rs)
     assert back.layout == "eegdino-rs"
     assert all(np.array_equal(back.tensors[k], v) for k, v in tiny.items())
+
+
+@pytest.mark.parametrize("layout", eegdino_tf.weights.SAVE_LAYOUTS)
+def test_save_weights_writes_exactly_what_the_loaders_read(tmp_path, layout):
+    classifier = eegdino_tf.load_classifier(TINY_CLASSIFIER, norm_groups=4)
+    model = classifier.encoder if layout == "released" else classifier
+    path = eegdino_tf.save_weights(model, tmp_path / f"{layout}.safetensors", layout=layout)
+    written = load_file(str(path))
+    fixture = load_file(str(TINY_CLASSIFIER))  # the original finetuning layout
+    renames = {
+        "full_linear.": "final_layer.token_proj.0.",
+        "channel_linear.": ("final_layer.time_proj.0."),
+        "classifier.": "final_layer.classifier.",
+    }
+    expected = {}
+    for key, value in fixture.items():
+        if layout != "finetuning":
+            key = key.removeprefix("encoder.")
+        if layout == "braindecode":
+            ours = next((o for o in renames if key.startswith(o)), None)
+            key = key if ours is None else renames[ours] + key[len(ours) :]
+        if layout != "released" or key.startswith(("global_tokens", "patch_", "encoder_")):
+            expected[key] = value
+    assert sorted(written) == sorted(expected)
+    for key, value in expected.items():  # same PyTorch layouts, bit for bit
+        assert written[key].dtype == np.float32 and written[key].shape == value.shape, key
+        np.testing.assert_array_equal(written[key], value, err_msg=key)
+    assert eegdino_tf.weights.normalize_state_dict(written).layout == layout
+    load = eegdino_tf.load_encoder if layout == "released" else eegdino_tf.load_classifier
+    io = load_io("tiny")
+    again = load(path, norm_groups=4)
+    np.testing.assert_array_equal(
+        again.predict(io["raw_uv"], verbose=0), model.predict(io["raw_uv"], verbose=0)
+    )
+
+
+def test_save_weights_refuses_a_head_layout_for_an_encoder_and_overwrites_only_with_force(
+    tmp_path,
+):
+    encoder = eegdino_tf.load_encoder(TINY_CLASSIFIER, norm_groups=4)
+    with pytest.raises(eegdino_tf.WeightsError, match="save it with layout='released'"):
+        eegdino_tf.save_weights(encoder, tmp_path / "x.safetensors", layout="braindecode")
+    assert not (tmp_path / "x.safetensors").exists()
+    path = eegdino_tf.save_weights(encoder, tmp_path / "x.safetensors", layout="released")
+    with pytest.raises(eegdino_tf.OutputExistsError):
+        eegdino_tf.save_weights(encoder, path, layout="released")
+    eegdino_tf.save_weights(encoder, path, layout="released", force=True)
+
+
+def test_braindecode_loads_our_braindecode_layout_strictly(tmp_path):
+    """Needs the bench extra (PyTorch, braindecode); skipped without it."""
+    pytest.importorskip("braindecode")
+    import torch
+    from braindecode.models import EEGDINO
+    from safetensors.torch import load_file as load_torch
+
+    from eegdino_tf.signals import eeg_like_signal
+
+    keras.utils.set_random_seed(0)
+    model = eegdino_tf.build_classifier("small", num_classes=4)
+    path = eegdino_tf.save_weights(model, tmp_path / "bd.safetensors", layout="braindecode")
+    reference = EEGDINO(n_chans=19, n_outputs=4, n_times=2000, sfreq=200)
+    reference.load_state_dict(load_torch(str(path)), strict=True)
+    x = eeg_like_signal(19, 10, batch=2)
+    with torch.no_grad():
+        theirs = reference.eval()(torch.from_numpy(x) * 0.01).numpy()  # it takes uV / 100
+    assert nrmse(model.predict(x, verbose=0), theirs) < 2e-6
