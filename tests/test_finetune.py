@@ -1,0 +1,125 @@
+"""The fine-tuning recipe: PyTorch's AdamW step, layer-wise rates, no decay where none is due,
+warm-up then cosine, frozen-then-unfrozen encoder, label smoothing, class weights."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from conftest import OVERRIDES, fixture_path, nrmse
+from safetensors.numpy import load_file
+from test_training import AFTER_STEP_NRMSE, NO_DROPOUT, _classifier, _loss_and_gradients
+
+import eegdino_tf
+from eegdino_tf.finetune import (
+    FinetuneRecipe,
+    LayerwiseAdamW,
+    SparseCrossentropyWithSmoothing,
+    class_weights,
+    compile_for_finetuning,
+    finetune_optimizer,
+    finetune_schedule,
+)
+
+
+def test_layerwise_adamw_step_equals_torch_adamw():
+    golden = load_file(str(fixture_path("tiny_train.safetensors")))
+    model = _classifier("tiny", **NO_DROPOUT)
+    _, _, variables, grads = _loss_and_gradients(model, golden)
+    optimizer = LayerwiseAdamW(1e-3, weight_decay_rate=0.05, epsilon=1e-8)  # torch's values
+    optimizer.apply_gradients(zip(grads, [v for _, v, _ in variables], strict=True))
+    after = model.predict(golden["raw_uv"], verbose=0)
+    assert nrmse(after, golden["logits_after_step"]) < AFTER_STEP_NRMSE
+
+
+def test_recipe_scales_rates_by_depth_and_skips_decay_on_norms_biases_and_token():
+    model = eegdino_tf.load_classifier(
+        fixture_path("tiny_classifier.safetensors"), **OVERRIDES["tiny"]
+    )
+    optimizer = finetune_optimizer(
+        model, FinetuneRecipe(layer_decay=0.5), steps_per_epoch=10, epochs=2
+    )
+    scales = optimizer.lr_scales
+    by_name = lambda part: {s for p, s in scales.items() if part in p}  # noqa: E731
+    assert by_name("head/") == {1.0}
+    assert by_name("encoder_layer_1/") == {0.5} and by_name("encoder_layer_0/") == {0.25}
+    assert by_name("patch_embedding/") == {0.125} and by_name("global_token/") == {0.125}
+    no_decay = set(optimizer.no_decay)
+    assert any(p.endswith("global_token/token") for p in no_decay)
+    assert all(not p.endswith("kernel") for p in no_decay)
+    decayed = [v.path for v in model.trainable_weights if v.path not in no_decay]
+    assert decayed and all(p.endswith("kernel") for p in decayed)
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    recipe = FinetuneRecipe(learning_rate=1e-3, warmup_epochs=1, min_learning_rate=1e-5)
+    schedule = finetune_schedule(recipe, steps_per_epoch=10, epochs=5)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 30, 50)]
+    assert rates[0] == 0.0 and rates[1] == pytest.approx(5e-4) and rates[2] == pytest.approx(1e-3)
+    assert rates[2] > rates[3] > rates[4] and rates[4] == pytest.approx(1e-5, rel=1e-3)
+
+
+def test_label_smoothing_loss_is_the_smoothed_cross_entropy():
+    logits = np.array([[2.0, -1.0, 0.5], [0.0, 0.3, -0.2]], dtype=np.float32)
+    labels = np.array([2, 0])
+    got = float(SparseCrossentropyWithSmoothing(0.1)(labels, logits))
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    target = np.full((2, 3), 0.1 / 3) + 0.9 * np.eye(3)[labels]
+    assert got == pytest.approx(float(-(target * log_p).sum(axis=1).mean()), rel=1e-6)
+
+
+def test_class_weights_balance_the_classes():
+    weights = class_weights([0, 0, 0, 1])
+    assert weights == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
+
+
+def test_frozen_then_unfrozen_encoder_trains_the_head_first():
+    keras.utils.set_random_seed(0)
+    golden = load_file(str(fixture_path("tiny_train.safetensors")))
+    x, y = golden["raw_uv"], golden["labels"]
+    model = _classifier("tiny")
+    callbacks = compile_for_finetuning(
+        model,
+        FinetuneRecipe(freeze_encoder_epochs=1, warmup_epochs=0),
+        steps_per_epoch=1,
+        epochs=2,
+    )
+    encoder_before = [w.numpy().copy() for w in model.encoder.weights]
+    head_before = [w.numpy().copy() for w in model.head.weights]
+    model.fit(x, y, epochs=1, batch_size=3, verbose=0, callbacks=callbacks)
+    assert all(
+        np.array_equal(a, b.numpy())
+        for a, b in zip(encoder_before, model.encoder.weights, strict=True)
+    )
+    assert not all(
+        np.array_equal(a, b.numpy()) for a, b in zip(head_before, model.head.weights, strict=True)
+    )
+    history = model.fit(
+        x,
+        y,
+        epochs=2,
+        initial_epoch=1,
+        batch_size=3,
+        verbose=0,
+        callbacks=callbacks,
+        class_weight=class_weights(y),
+    )
+    assert np.isfinite(history.history["loss"]).all()
+    changed = [
+        not np.array_equal(a, b.numpy())
+        for a, b in zip(encoder_before, model.encoder.weights, strict=True)
+    ]
+    assert sum(changed) > len(changed) // 2
+
+
+def test_linear_probe_never_trains_the_encoder():
+    golden = load_file(str(fixture_path("tiny_train.safetensors")))
+    model = _classifier("tiny")
+    callbacks = compile_for_finetuning(
+        model, FinetuneRecipe(freeze_encoder_epochs=None), steps_per_epoch=1, epochs=2
+    )
+    before = [w.numpy().copy() for w in model.encoder.weights]
+    model.fit(golden["raw_uv"], golden["labels"], epochs=2, verbose=0, callbacks=callbacks)
+    assert all(
+        np.array_equal(a, b.numpy()) for a, b in zip(before, model.encoder.weights, strict=True)
+    )
