@@ -1,6 +1,6 @@
 """``tf.data`` input pipelines over EEG recordings, for training and batch prediction.
 
-The windows are exactly those :func:`eegdino_tf.recording.encode_recording` feeds the model:
+The windows are exactly those :func:`eegdino_tf.io.encode_recording` feeds the model:
 channels picked and ordered, microvolts, 200 Hz, ``window`` seconds each.
 """
 
@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from eegdino_tf.config import SAMPLING_RATE
 from eegdino_tf.errors import RecordingError
-from eegdino_tf.recording import open_recording
+from eegdino_tf.io import open_recording
 
 
 def window_dataset(
@@ -30,7 +30,7 @@ def window_dataset(
 ) -> tf.data.Dataset:
     """A dataset of model-ready windows from several recordings, one recording after another.
 
-    ``sources`` are anything :func:`~eegdino_tf.recording.open_recording` takes (EDF/BDF or
+    ``sources`` are anything :func:`~eegdino_tf.io.open_recording` takes (EDF/BDF or
     other paths, ``mne.io.Raw`` objects); ``channels``, ``unit``, ``window``, ``stride`` and
     ``pad_tail`` mean what they mean there. Elements are float32 microvolts
     ``[C, window * 200]``, or ``(x, label)`` pairs when ``labels`` gives one label (a scalar

@@ -1,7 +1,7 @@
 """Encode an EDF recording into EEG-DINO embeddings, one vector per 10 s window.
 
 Writes a synthetic 60 s, 256 Hz EDF in TUH style (``EEG FP1-REF`` ... in millivolts, plus an
-ECG channel) with edfio, then lets :func:`eegdino_tf.recording.encode_recording` pick the 19
+ECG channel) with edfio, then lets :func:`eegdino_tf.io.encode_recording` pick the 19
 standard channels, convert mV to uV, resample 256 -> 200 Hz and encode the windows.
 
     python examples/encode_edf.py                       # random small model (not pretrained)
@@ -21,7 +21,7 @@ import edfio
 import numpy as np
 
 import eegdino_tf
-from eegdino_tf.recording import STANDARD_CHANNELS, encode_recording
+from eegdino_tf.io import STANDARD_CHANNELS, encode_recording
 
 
 def write_synthetic_edf(path: Path, seconds: int = 60, sfreq: int = 256) -> None:

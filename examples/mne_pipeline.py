@@ -2,7 +2,7 @@
 
 Creates a 60 s, 500 Hz ``mne.io.RawArray`` with 19 EEG channels in the new 10-20 names
 (``T7``, ``P8``, ...) and an EOG channel, band-pass and notch filters it with MNE, then
-encodes it with :func:`eegdino_tf.recording.encode_recording` (channels picked by name into
+encodes it with :func:`eegdino_tf.io.encode_recording` (channels picked by name into
 the TUH order; volts to microvolts; 500 -> 200 Hz). Any format MNE reads works the same way:
 ``encode_recording(model, mne.io.read_raw("rec.vhdr"))``, or ``eegdino-tf encode rec.vhdr``.
 The same windows, as a ``tf.data`` pipeline for training: :func:`eegdino_tf.data.window_dataset`.
@@ -21,7 +21,7 @@ import numpy as np
 
 import eegdino_tf
 from eegdino_tf.data import window_dataset
-from eegdino_tf.recording import STANDARD_CHANNELS, encode_recording
+from eegdino_tf.io import STANDARD_CHANNELS, encode_recording
 
 NEW_NAMES = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
 

@@ -11,7 +11,7 @@ from test_recording import TUH_LABELS, eeg_like, write_edf
 import eegdino_tf
 from eegdino_tf.data import window_dataset
 from eegdino_tf.errors import RecordingError
-from eegdino_tf.recording import encode_recording
+from eegdino_tf.io import encode_recording
 
 
 class SpyEncoder:

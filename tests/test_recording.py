@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 import tracemalloc
+import warnings
+from pathlib import Path
 
 import edfio
 import mne
@@ -16,12 +19,13 @@ from scipy.signal import resample_poly
 import eegdino_tf
 from eegdino_tf import cli
 from eegdino_tf.errors import MissingExtraError, RecordingError
-from eegdino_tf.recording import (
+from eegdino_tf.io import (
     STANDARD_CHANNELS,
     canonical_channel_name,
     encode_recording,
     open_recording,
 )
+from eegdino_tf.io.edf import FIXED_BYTES, SIGNAL_BYTES, SIGNAL_FIELDS, read_header
 
 TUH_LABELS = [f"EEG {name.upper()}-REF" for name in STANDARD_CHANNELS]
 NEW_NAMES = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}  # old -> new 10-20 names
@@ -260,6 +264,36 @@ def test_unsupported_unit_is_an_error_unless_overridden(tmp_path):
     np.testing.assert_allclose(rec.read(0, 400), read_back_uv(path, ["C3", "C4"], 1e3))
 
 
+def test_unknown_unit_argument_names_the_keyword(tmp_path, encoder, capsys):
+    """A bad ``unit`` blames the argument (in Python words; the CLI's in flags), not the file."""
+    path = tmp_path / "u.edf"
+    write_edf(path, eeg_like(19, 2000, 200.0), TUH_LABELS, 200.0)
+    expected = r"^unit='furlong' is not a unit we know; use one of uV, mV, V"
+    for source in (path, tmp_path / "missing.edf", np.zeros((1, 400))):
+        with pytest.raises(RecordingError, match=expected):
+            open_recording(source, unit="furlong")
+    with pytest.raises(RecordingError, match=expected) as err:
+        encode_recording(encoder, path, unit="furlong", progress=False)
+    assert "EEG FP1-REF" not in str(err.value) and "--" not in str(err.value)
+    assert open_recording(path, unit="microvolts").source_channels == tuple(TUH_LABELS)
+
+    out = tmp_path / "o.npz"
+    weights = str(TINY / "tiny_encoder.safetensors")
+    argv = ["encode", str(path), "--weights", weights, "-o", str(out), "--norm-groups", "4"]
+    assert cli.main([*argv, "--unit", "furlong"]) == 2
+    stderr = capsys.readouterr().err
+    assert "error: --unit furlong is not a unit we know" in stderr, stderr
+    assert "unit=" not in stderr and not out.exists()
+
+
+def test_library_messages_speak_python_not_flags():
+    """Messages name keywords (``pad_tail=True``); only the CLI turns them into ``--flags``."""
+    folder = Path(eegdino_tf.__file__).parent / "io"
+    for module in sorted(folder.glob("*.py")):
+        flags = re.findall(r"--[a-z][a-z-]*", module.read_text(encoding="utf-8"))
+        assert not flags, f"{module.name} mentions command-line flags {flags}"
+
+
 # ---------------------------------------------------------------------------------------------
 # Resampling
 # ---------------------------------------------------------------------------------------------
@@ -392,6 +426,56 @@ def test_corrupt_files(tmp_path):
         open_recording(tmp_path / "missing.edf")
 
 
+def test_edf_header_parses_to_named_fields(tmp_path):
+    assert FIXED_BYTES == SIGNAL_BYTES == 256  # the EDF specification's layout
+    path = tmp_path / "h.edf"
+    c3 = edfio.EdfSignal(np.zeros(400), 200, label="C3", physical_dimension="uV")
+    eog = edfio.EdfSignal(np.zeros(800), 400, label="EOG", physical_dimension="mV")
+    annotations = [edfio.EdfAnnotation(0.5, None, "eyes closed")]
+    edfio.Edf([c3, eog], annotations=annotations).write(path)
+    header = read_header(path)
+    assert header.header_bytes == 4 * 256 == len(header.raw)
+    fields = header.fields
+    assert (fields["version"], fields["header_bytes"], fields["reserved"]) == ("0", "1024", "EDF+C")
+    assert (fields["num_records"], fields["record_duration"], fields["num_signals"]) == (
+        "2",
+        "1",
+        "3",
+    )
+    assert header.signals["label"] == ["C3", "EOG", "EDF Annotations"]
+    assert header.signals["physical_dimension"] == ["uV", "mV", ""]
+    assert header.signals["samples_per_record"][:2] == ["200", "400"]
+    assert set(header.signals) == {name for name, _ in SIGNAL_FIELDS}
+    assert all(len(values) == 3 for values in header.signals.values())
+
+    bdf = tmp_path / "h.bdf"
+    edfio.Bdf([edfio.BdfSignal(np.zeros(400), 200, label="Cz")]).write(bdf)
+    header = read_header(bdf, bdf=True)
+    assert header.fields["version"] == "\xffBIOSEMI" and header.signals["label"] == ["Cz"]
+
+
+def test_truncated_and_hostile_headers_are_clear_errors(tmp_path):
+    good = tmp_path / "good.edf"
+    write_edf(good, eeg_like(3, 400, 200.0), ["C3", "Cz", "C4"], 200.0)
+    raw = good.read_bytes()
+    spr_at = 256 + 3 * 216  # the first signal's samples per record
+    cases = {
+        raw[:8]: r"not a valid EDF file: truncated header \(8 of its 256 bytes\)",
+        raw[:200]: r"not a valid EDF file: truncated header \(200 of its 256 bytes\)",
+        raw[:600]: r"its header declares 3 signals in 1024 bytes \(file size 600\)",
+        raw[:252] + b"9999" + raw[256:]: "its header declares 9999 signals in 1024 bytes",
+        raw[:236] + b"x".ljust(8) + raw[244:]: "not a valid EDF file: corrupt header",
+        raw[:spr_at] + b"-200".ljust(8) + raw[spr_at + 8 :]: "negative samples per record",
+    }
+    for i, (data, message) in enumerate(cases.items()):
+        path = tmp_path / f"bad{i}.edf"
+        path.write_bytes(data)
+        with pytest.raises(RecordingError, match=message):
+            open_recording(path, channels=["C3"])
+    with pytest.raises(RecordingError, match="truncated header"):
+        read_header(tmp_path / "bad0.edf")
+
+
 def test_missing_extra_names_it(tmp_path, monkeypatch):
     path = tmp_path / "x.edf"
     write_edf(path, eeg_like(19, 2000, 200.0), TUH_LABELS, 200.0)
@@ -483,3 +567,17 @@ def test_long_recording_memory_does_not_grow(tmp_path, encoder):
     print(f"peak traced memory: 30 min {peaks[30] / 1e6:.1f} MB, 2 h {peaks[120] / 1e6:.1f} MB")
     assert peaks[120] < 1.5 * peaks[30]
     assert peaks[120] < whole_signal / 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The old import path
+# ---------------------------------------------------------------------------------------------
+
+
+def test_old_import_path_still_works_and_warns():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from eegdino_tf.recording import encode_recording as old_encode_recording
+    assert old_encode_recording is encode_recording
+    assert [w.category for w in caught] == [DeprecationWarning]
+    assert "eegdino_tf.io" in str(caught[0].message) and caught[0].filename == __file__

@@ -1,6 +1,6 @@
 """``eegdino-tf encode RECORDING --weights W --output emb.npz``: a recording in, per-window
 embeddings (or a classifier's logits) out; the logic is
-:func:`eegdino_tf.recording.encode_recording`."""
+:func:`eegdino_tf.io.encode_recording`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from eegdino_tf.cli.options import add_classifier, add_force, add_model_options,
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from eegdino_tf.recording import STANDARD_CHANNELS
+    from eegdino_tf.io import STANDARD_CHANNELS
 
     parser = subparsers.add_parser(
         "encode",
@@ -46,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from eegdino_tf.files import atomic_output
-    from eegdino_tf.recording import encode_recording
+    from eegdino_tf.io import encode_recording
+    from eegdino_tf.io.channels import check_unit
 
+    check_unit(args.unit)  # before the model loads
     with atomic_output(args.output, force=args.force) as tmp:
         model = load_model(args)
         result = encode_recording(

@@ -60,7 +60,9 @@ def add_force(parser: argparse.ArgumentParser, what: str = "OUTPUT") -> None:
 
 
 #: ``name=value`` as the library writes a keyword argument in its messages.
-_KEYWORD = re.compile(r"\b([a-z_][a-z0-9_]*)=(True|False|None|'[^']*'|\"[^\"]*\"|[\w.+-]+)")
+_KEYWORD = re.compile(
+    r"\b([a-z_][a-z0-9_]*)=(True|False|None|'[^']*'|\"[^\"]*\"|\[[^\]]*\]|[\w.+-]+)"
+)
 
 
 def translate(message: str, parser: argparse.ArgumentParser) -> str:
@@ -78,7 +80,7 @@ def translate(message: str, parser: argparse.ArgumentParser) -> str:
         if action is None:
             return match.group(0)
         name = max(action.option_strings, key=len)
-        value = match.group(2).strip("'\"")
+        value = match.group(2).strip("'\"[]")  # a list is comma-separated on the command line
         return name if action.nargs == 0 else f"{name} {value}"
 
     return _KEYWORD.sub(flag, message)

@@ -1,0 +1,108 @@
+"""A whole recording through the model, window by window: :func:`encode_recording`."""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from eegdino_tf.config import SAMPLING_RATE
+from eegdino_tf.errors import RecordingError
+from eegdino_tf.io.sources import Recording, open_recording
+
+_log = logging.getLogger(__name__)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities ``[W, n_classes]`` float32 from logits, computed in float64 by Keras."""
+    import keras  # the model is a Keras model: this import is already done
+
+    probabilities = keras.ops.softmax(logits.astype(np.float64), axis=-1)
+    return keras.ops.convert_to_numpy(probabilities).astype(np.float32)
+
+
+def encode_recording(
+    model: Any,
+    source: str | os.PathLike | Recording | Any,
+    *,
+    channels: Sequence[str] | str | None = None,
+    unit: str | None = None,
+    window: float = 10,
+    stride: float | None = None,
+    batch_size: int = 8,
+    tokens: bool = False,
+    pad_tail: bool = False,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Encode a whole recording, window by window, with an EEG-DINO encoder or classifier.
+
+    ``model`` is from :func:`eegdino_tf.load_encoder` (output ``[B, 1 + C*P, D]``) or
+    :func:`eegdino_tf.load_classifier` (output ``[B, n_classes]``); it is fed raw microvolts
+    ``[batch_size, C, window*200]``. ``source`` is anything
+    :func:`~eegdino_tf.io.open_recording` takes (then ``channels`` and ``unit`` go to it) or an
+    opened :class:`~eegdino_tf.io.Recording`.
+
+    Returns, for W windows: ``window_start_s`` ``[W]``, ``channels`` and ``source_channels``
+    ``[C]``, ``sfreq`` (200.0), ``steps`` (what was done, one line each) and, for an encoder,
+    ``global_token`` ``[W, D]`` (token 0), ``mean_token`` ``[W, D]`` (mean of the C*P patch
+    tokens) and with ``tokens=True`` ``tokens`` ``[W, 1 + C*P, D]`` (kept in memory: it grows
+    with the recording's length, unlike everything else here); for a classifier,
+    ``logits`` and ``probabilities`` (softmax) ``[W, n_classes]``.
+    """
+    if isinstance(source, Recording):
+        if channels is not None or unit is not None:
+            raise RecordingError("channels and unit apply when opening; this Recording is open")
+        recording = source
+    else:
+        recording = open_recording(source, channels=channels, unit=unit)
+    integer = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
+    if not integer or batch_size < 1:
+        raise RecordingError(f"batch_size must be a positive integer, got {batch_size!r}")
+    starts = recording.window_starts(window, stride, pad_tail)
+    steps = [*recording.steps, recording.describe_windows(window, stride, pad_tail)]
+    _log.info("%s", steps[-1])
+    parts: dict[str, list[np.ndarray]] = {}
+
+    def run(batch: list[np.ndarray]) -> None:
+        out = np.asarray(model.predict(np.stack(batch), batch_size=batch_size, verbose=0))
+        if out.ndim == 3:
+            found = {"global_token": out[:, 0].copy(), "mean_token": out[:, 1:].mean(axis=1)}
+            if tokens:
+                found["tokens"] = out
+        elif out.ndim == 2 and not tokens:
+            found = {"logits": out}
+        else:
+            raise RecordingError(
+                f"the model returned shape {out.shape}; expected encoder tokens [B, 1 + C*P, D]"
+                + ("" if out.ndim != 2 else " (tokens=True needs an encoder, not a classifier)")
+            )
+        for key, value in found.items():
+            parts.setdefault(key, []).append(value)
+
+    with tqdm(total=len(starts), unit="window", desc="encoding", disable=not progress) as bar:
+        batch: list[np.ndarray] = []
+        for _, x in recording.windows(window, stride, pad_tail):
+            batch.append(x)
+            if len(batch) == batch_size:
+                run(batch)
+                bar.update(len(batch))
+                batch = []
+        if batch:
+            run(batch)
+            bar.update(len(batch))
+    result = {key: np.concatenate(values).astype(np.float32) for key, values in parts.items()}
+    if "logits" in result:
+        result["probabilities"] = _softmax(result["logits"])
+    result.update(
+        window_start_s=starts / SAMPLING_RATE,
+        channels=np.asarray(recording.channels),
+        source_channels=np.asarray(recording.source_channels),
+        sfreq=np.asarray(SAMPLING_RATE),
+        steps=np.asarray(steps),
+    )
+    return result
