@@ -1,0 +1,95 @@
+"""``eegdino-tf finetune MANIFEST.csv --weights W --output DIR``: labelled recordings in, a
+fine-tuned classifier out; the logic is :func:`eegdino_tf.finetune_run.finetune_recordings`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from eegdino_tf.cli.options import add_force, add_model_options, model_options
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "finetune",
+        help="fine-tune a classifier on labelled recordings listed in a manifest CSV",
+        description=(
+            "Fine-tune an EEG-DINO classifier on the recordings a manifest CSV lists "
+            "(header path,label or path,start_s,end_s,label, optional subject; paths relative "
+            "to the manifest). Holds out files or subjects, scores them after each epoch "
+            "(balanced accuracy, Cohen's kappa, weighted F1, AUROC and AUC-PR for 2 classes), "
+            "keeps the best epoch and stops early. Writes classifier.safetensors, metrics.json "
+            "and curves.png (with matplotlib) into the output folder."
+        ),
+    )
+    parser.add_argument(
+        "manifest", metavar="MANIFEST", help="CSV: path,label or path,start_s,end_s,label"
+    )
+    parser.add_argument("--weights", required=True, help="pretrained weights (.safetensors, .pt)")
+    parser.add_argument(
+        "--output", "-o", dest="output_dir", metavar="DIR", required=True, help="folder to write"
+    )
+    parser.add_argument("--epochs", type=int, default=30, help="at most this many (default 30)")
+    parser.add_argument("--batch-size", type=int, default=16, help="windows per batch (16)")
+    parser.add_argument(
+        "--split-by",
+        choices=("file", "subject"),
+        default="file",
+        help="hold out whole files (default) or whole subjects (needs a subject column)",
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.2, help="share held out (default 0.2)"
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=5,
+        help="stop after this many epochs without a better held-out balanced accuracy (default 5)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="split and training seed (0)")
+    parser.add_argument(
+        "--channels", help="comma-separated channels in model order (default: the 19 standard)"
+    )
+    parser.add_argument("--window", type=float, default=10.0, help="seconds (whole; default 10)")
+    parser.add_argument("--stride", type=float, help="seconds between windows (default: window)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in DIR from its last finished epoch"
+    )
+    add_force(parser, "DIR")
+    add_model_options(parser, precision="float32")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from eegdino_tf.finetune_run import METRICS, finetune_recordings
+
+    result = finetune_recordings(
+        args.manifest,
+        args.weights,
+        args.output_dir,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        split_by=args.split_by,
+        val_fraction=args.val_fraction,
+        patience=args.patience,
+        resume=args.resume,
+        force=args.force,
+        seed=args.seed,
+        channels=args.channels,
+        window=args.window,
+        stride=args.stride,
+        verbose=1 if sys.stdout.isatty() else 2,
+        **model_options(args),
+    )
+    metrics = result["metrics"]
+    best = metrics["best"]
+    scores = ", ".join(f"{name} {best[name]:.3f}" for name in METRICS if best[name] is not None)
+    ran = len(metrics["epochs"])
+    stopped = " (stopped early)" if metrics["stopped_early"] else ""
+    print(f"best epoch {metrics['best_epoch']} of {ran}{stopped}: {scores}")
+    classes = ", ".join(f"{index}={name}" for name, index in metrics["labels"].items())
+    print(f"classes: {classes}")
+    for path in result["files"]:
+        print(f"wrote {path}")
+    return 0
