@@ -42,8 +42,11 @@ def import_torch() -> Any:
     return torch
 
 
-def reference_model(config: EEGDinoConfig, channels: int, samples: int) -> Any:
-    """braindecode's ``EEGDINO`` shaped like ``config`` (random weights), returning tokens."""
+def reference_model(
+    config: EEGDinoConfig, channels: int, samples: int, *, n_outputs: int = 2, features: bool = True
+) -> Any:
+    """braindecode's ``EEGDINO`` shaped like ``config`` (random weights, eval mode), returning
+    tokens (``features``) or ``n_outputs`` logits."""
     import_torch()
     try:
         from braindecode.models import EEGDINO
@@ -58,7 +61,7 @@ def reference_model(config: EEGDinoConfig, channels: int, samples: int) -> Any:
         for width, conv in config.conv_blocks
     )
     model = EEGDINO(
-        n_outputs=2,
+        n_outputs=n_outputs,
         n_chans=channels,
         n_times=samples,
         sfreq=int(SAMPLING_RATE),
@@ -66,7 +69,7 @@ def reference_model(config: EEGDinoConfig, channels: int, samples: int) -> Any:
         nhead=config.num_heads,
         dim_feedforward=config.mlp_dim,
         channels_kernel_stride_padding_norm=convs,
-        return_features=True,
+        return_features=features,
     )
     return model.eval()
 

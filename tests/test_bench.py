@@ -385,3 +385,16 @@ def test_the_library_imports_neither_argparse_nor_the_benchmark():
     assert not (package / "bench.py").exists(), "the benchmark moved to benchmarks/"
     for path in sorted((REPO / "benchmarks").rglob("*.py")):
         assert not _writes_sys_modules(ast.parse(path.read_text())), path
+
+
+def test_training_benchmark_times_a_keras_step_and_names_the_missing_reference():
+    import importlib.util
+
+    from benchmarks import training
+
+    row = training.time_steps("keras", "small", batch=2, steps=1, warmup=1, threads=2)
+    assert row["contender"] == "keras" and row["batch"] == 2
+    assert row["samples_per_s"] > 0 and row["median_step_ms"] > 0 and row["peak_rss_mb"] > 0
+    if importlib.util.find_spec("torch") is None:
+        with pytest.raises(training.Unavailable, match=r'pip install "\.\[bench\]"'):
+            training.time_steps("torch", "small", batch=2, steps=1, warmup=1, threads=2)
