@@ -54,22 +54,87 @@ class ManifestRow:
     """One manifest line: a recording (or an event in it) and its label.
 
     Attributes:
-        row: the line's number in the CSV (the header is line 1).
-        path: the recording, resolved against the manifest's folder.
+        row: the line's number in the CSV (the header is line 1), or the item's index + 1
+            for rows given from Python.
+        path: the recording, resolved against the manifest's folder; from Python also an
+            :class:`InMemorySource` holding an ``mne.io.Raw``.
         label: the class name.
         start_s, end_s: the event's span in seconds (``None`` for a whole recording).
         subject: the subject id, if the manifest has a ``subject`` column.
     """
 
     row: int
-    path: Path
+    path: Path | InMemorySource
     label: str
     start_s: float | None = None
     end_s: float | None = None
     subject: str | None = None
 
     def where(self) -> str:
-        return f"manifest row {self.row} ({self.path.name})"
+        return f"manifest row {self.row} ({self.name})"
+
+    @property
+    def name(self) -> str:
+        """The file name, or for an in-memory recording its type and row."""
+        if isinstance(self.path, Path):
+            return self.path.name
+        return f"{type(self.path.raw).__name__} of row {self.row}"
+
+
+@dataclasses.dataclass(eq=False)
+class InMemorySource:
+    """An ``mne.io.Raw`` given from Python, hashed by identity (Raw's own hash reads data)."""
+
+    raw: Any
+
+
+def _opened(source: Path | InMemorySource, channels: Any) -> Any:
+    from eegdino_tf.io import open_recording
+
+    return open_recording(getattr(source, "raw", source), channels=channels)
+
+
+def rows_from_python(items: Sequence[dict[str, Any]]) -> list[ManifestRow]:
+    """Manifest rows given in Python: dicts with ``source`` (a path or an ``mne.io.Raw``) and
+    ``label``, optionally ``start_s`` / ``end_s`` (an event) and ``subject``; checked like a
+    CSV's rows."""
+    rows, held = [], {}
+    for number, item in enumerate(items, start=1):
+        where = f"row {number}"
+        unknown = set(item) - {"source", "label", "start_s", "end_s", "subject"}
+        if unknown or "source" not in item or not str(item.get("label", "")).strip():
+            raise RecordingError(
+                f"{where}: needs source= and a non-empty label= (and optionally start_s=, "
+                f"end_s=, subject=), got keys {sorted(item)}"
+            )
+        source = item["source"]
+        if isinstance(source, (str, os.PathLike)):
+            source = Path(source)
+            if not source.is_file():
+                raise RecordingError(f"{where}: {source}: no such file")
+        elif isinstance(source, np.ndarray):
+            raise RecordingError(f"{where}: wrap an array in mne.io.RawArray (with its sfreq)")
+        else:
+            source = held.setdefault(id(source), InMemorySource(source))
+        start, end = item.get("start_s"), item.get("end_s")
+        if (start is None) != (end is None):
+            raise RecordingError(f"{where}: an event needs both start_s= and end_s=")
+        if start is not None and not (0 <= float(start) < float(end)):
+            raise RecordingError(f"{where}: needs 0 <= start_s < end_s, got {start} and {end}")
+        subject = item.get("subject")
+        rows.append(
+            ManifestRow(
+                number,
+                source,
+                str(item["label"]).strip(),
+                None if start is None else float(start),
+                None if end is None else float(end),
+                None if subject is None else str(subject),
+            )
+        )
+    if not rows:
+        raise RecordingError("no recordings given")
+    return rows
 
 
 def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
@@ -173,7 +238,6 @@ def plan_windows(
 ) -> _Plan:
     """Open every recording (headers only) and list its windows; an error for a row that
     gives no whole window."""
-    from eegdino_tf.io import open_recording
 
     windows: dict[Path, list[tuple[int, int]]] = defaultdict(list)
     n_channels = None
@@ -182,7 +246,7 @@ def plan_windows(
     for row in rows:
         if row.path not in starts_of:
             try:
-                recording = open_recording(row.path, channels=channels)
+                recording = _opened(row.path, channels)
                 starts_of[row.path] = recording.window_starts(window, stride)
             except RecordingError as err:
                 raise RecordingError(f"{row.where()}: {err}") from None
@@ -221,8 +285,13 @@ def split_rows(
     if split_by == "subject" and any(row.subject is None for row in rows):
         raise RecordingError("split_by='subject' needs a 'subject' column in the manifest")
     groups: dict[str, list[ManifestRow]] = defaultdict(list)
+    first_row: dict[int, int] = {}  # an in-memory recording: named by the first row with it
     for row in rows:
-        groups[str(row.path) if split_by == "file" else str(row.subject)].append(row)
+        if isinstance(row.path, Path):
+            file_key = str(row.path)
+        else:
+            file_key = f"recording of row {first_row.setdefault(id(row.path), row.row):06d}"
+        groups[file_key if split_by == "file" else str(row.subject)].append(row)
     by_label: dict[str, list[str]] = defaultdict(list)
     for key, members in sorted(groups.items()):
         by_label[Counter(r.label for r in members).most_common(1)[0][0]].append(key)
@@ -252,11 +321,9 @@ def _dataset(plan: _Plan, channels: Any, window: float, stride: float | None) ->
     """A ``tf.data`` dataset of ``(x, class)`` in plan order, streamed from the files."""
     import tensorflow as tf
 
-    from eegdino_tf.io import open_recording
-
     def generate() -> Iterator[tuple[np.ndarray, np.int32]]:
         for path, wanted in plan.windows.items():
-            recording = open_recording(path, channels=channels)
+            recording = _opened(path, channels)
             labels: dict[int, list[int]] = defaultdict(list)
             for start, label in wanted:
                 labels[start].append(label)
@@ -397,7 +464,7 @@ def _load_arrays(path: Path, variables: Sequence[Any]) -> None:
 
 
 def finetune_recordings(
-    manifest: str | os.PathLike,
+    manifest: str | os.PathLike | Sequence[dict[str, Any]],
     weights: str | os.PathLike,
     output_dir: str | os.PathLike,
     *,
@@ -418,8 +485,10 @@ def finetune_recordings(
     **model_options: Any,
 ) -> dict[str, Any]:
     """Fine-tune a classifier from ``weights`` (any layout, ``.pt`` too) on the manifest's
-    recordings; write ``classifier.safetensors``, ``metrics.json`` and ``curves.png`` (if
-    matplotlib is installed) into ``output_dir``, each written whole then renamed.
+    recordings (a CSV path, or rows from Python: see :func:`rows_from_python`, which also
+    take ``mne.io.Raw`` sources); write ``classifier.safetensors``, ``metrics.json`` and
+    ``curves.png`` (if matplotlib is installed) into ``output_dir``, each written whole then
+    renamed.
     ``output_dir/checkpoint/`` (last and best weights, optimizer, state) is written after
     every epoch and survives an interruption, so ``resume=True`` continues from the last
     finished epoch; a run that fails before its first epoch ends leaves nothing.
@@ -442,7 +511,9 @@ def finetune_recordings(
         raise OutputExistsError(
             f"{final} already exists; pass force=True to overwrite it or resume=True to continue"
         )
-    rows = read_manifest(manifest)
+    from_file = isinstance(manifest, (str, os.PathLike))
+    rows = read_manifest(manifest) if from_file else rows_from_python(manifest)
+    folder = Path(manifest).parent if from_file else Path.cwd()
     classes = label_mapping(rows)
     train_rows, val_rows = split_rows(rows, split_by=split_by, val_fraction=val_fraction, seed=seed)
     train_plan = plan_windows(train_rows, classes, channels=channels, window=window, stride=stride)
@@ -453,8 +524,8 @@ def finetune_recordings(
         "split_by": split_by,
         "val_fraction": val_fraction,
         "seed": seed,
-        "train": _relative(train_rows, Path(manifest).parent),
-        "held_out": _relative(val_rows, Path(manifest).parent),
+        "train": _relative(train_rows, folder),
+        "held_out": _relative(val_rows, folder),
         "windows": {"train": train_plan.count, "held_out": val_plan.count},
     }
     previous = None
@@ -510,6 +581,9 @@ def _relative(rows: Sequence[ManifestRow], folder: Path) -> list[str]:
     """The rows' files, relative to the manifest's folder where they are inside it."""
     names = set()
     for row in rows:
+        if not isinstance(row.path, Path):
+            names.add(row.name)
+            continue
         try:
             names.add(row.path.resolve().relative_to(folder.resolve()).as_posix())
         except ValueError:

@@ -209,3 +209,22 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_nothing(manifest, tmp_pa
     with pytest.raises(EEGDinoError):
         finetune_recordings(manifest, tmp_path / "missing.safetensors", out, **FAST)
     assert not out.exists()
+
+
+def test_mne_sources_from_python_fine_tune_like_files(recordings, tmp_path):
+    import mne
+
+    folder, files = recordings
+    rows = []
+    for name, label, subject in files:
+        raw = mne.io.read_raw_edf(folder / name, preload=False, verbose="error")
+        rows.append({"source": raw, "label": label, "subject": subject})
+    rows[0] = {"source": folder / files[0][0], "label": files[0][1]}  # paths mix in
+    result = finetune_recordings(rows, ENCODER, tmp_path / "run", epochs=1, **FAST)
+    split = result["metrics"]["split"]
+    assert split["windows"] == {"train": 12, "held_out": 4}
+    assert any(name.startswith("RawEDF of row") for name in split["train"] + split["held_out"])
+    with pytest.raises(RecordingError, match="wrap an array in mne.io.RawArray"):
+        finetune_recordings(
+            [{"source": np.zeros((19, 4000)), "label": "a"}], ENCODER, tmp_path / "x"
+        )
