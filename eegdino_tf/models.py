@@ -56,7 +56,7 @@ class _EEGModel(keras.Model):
         For a NumPy array or tensor (no ``steps``, no ``callbacks``) the batches go straight
         through one cached ``tf.function`` instead of Keras' data pipeline, which costs tens of
         milliseconds a call. That function uses XLA where it measured faster (see
-        :func:`default_jit_compile`) unless ``compile(jit_compile=...)`` chose; under XLA the
+        :func:`default_jit_compile`) unless ``compile(jit_compile=True|False)`` chose; under XLA the
         last partial batch is padded so the compiled program is reused, not rebuilt.
         Anything else (``tf.data``, generators, callbacks) takes Keras' own ``predict``.
         """
@@ -69,7 +69,8 @@ class _EEGModel(keras.Model):
         if self.check_finite and not np.isfinite(x).all():
             raise InputError(NON_FINITE_EEG)
         size = batch_size or 32
-        jit = self.jit_compile if self.compiled else default_jit_compile(self.precision)
+        chosen = self.__dict__.get("_jit_chosen", False)
+        jit = self.jit_compile if chosen else default_jit_compile(self.precision)
         function = self.inference_function(jit)
         starts = range(0, len(x), size)
         progress = keras.utils.Progbar(len(starts)) if verbose in (1, "auto") else None
@@ -83,6 +84,12 @@ class _EEGModel(keras.Model):
             if progress is not None:
                 progress.update(step + 1)
         return np.concatenate(outputs)
+
+    def compile(self, *args: Any, jit_compile: Any = "auto", **kwargs: Any) -> None:
+        """Keras ``compile``; ``predict`` follows an explicit ``jit_compile`` (``"auto"``
+        keeps its own per-machine choice, :func:`default_jit_compile`)."""
+        self.__dict__["_jit_chosen"] = jit_compile != "auto"
+        super().compile(*args, jit_compile=jit_compile, **kwargs)
 
     def inference_function(self, jit_compile: bool) -> tf.types.experimental.GenericFunction:
         """The cached ``tf.function`` (XLA or not) that :meth:`predict` runs: ``x -> y``."""

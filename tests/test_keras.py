@@ -129,3 +129,12 @@ def test_presets_have_the_published_sizes(preset, params):
     assert abs(model.count_params() - params) / params < 0.1
     out = model(np.zeros((1, 2, 400), np.float32))
     assert out.shape == (1, 1 + 2 * 2, config.embed_dim)
+
+
+def test_compile_without_a_jit_choice_keeps_predicts_own():
+    model = eegdino_tf.build_encoder(eegdino_tf.get_config("small", depth=1))
+    model.compile(optimizer="adam", loss="mse")  # jit_compile="auto": fit's own business
+    model.predict(np.zeros((1, 2, 400), np.float32), verbose=0)
+    xla = eegdino_tf.models.default_jit_compile(model.precision)
+    assert model.inference_function(xla).experimental_get_tracing_count() == 1
+    assert model.inference_function(not xla).experimental_get_tracing_count() == 0
