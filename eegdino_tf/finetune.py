@@ -59,7 +59,7 @@ class FinetuneRecipe:
 
 
 #: Variables without weight decay: norm scales and shifts, biases, the global token.
-NO_DECAY = re.compile(r"(/(gamma|beta|bias|q_bias|v_bias|token)$)|/norm\d*/")
+NO_DECAY = re.compile(r"/(gamma|beta|bias|q_bias|v_bias|token)$")
 
 
 def layer_levels(model: Any) -> dict[str, int]:
@@ -72,7 +72,7 @@ def layer_levels(model: Any) -> dict[str, int]:
         block = re.search(r"encoder_layer_(\d+)/", path)
         if block:
             levels[path] = int(block.group(1)) + 1
-        elif "/head/" in path or path.startswith("head/"):
+        elif path.startswith("head/"):
             levels[path] = encoder.depth + 1
         else:
             levels[path] = 0

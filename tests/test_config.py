@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 import eegdino_tf
 from eegdino_tf import weights as W
@@ -53,14 +51,7 @@ def test_preset_name_comes_from_the_full_shape(name):
 
 def test_a_two_layer_small_width_checkpoint_is_custom(tmp_path):
     encoder = eegdino_tf.build_encoder("small", depth=2)
-    path = tmp_path / "two_layers.safetensors"
-    tensors = {}
-    for key, variable, permutation in W.encoder_weight_map(encoder):
-        value = np.asarray(variable.numpy())
-        if permutation is not None:  # Keras layout back to PyTorch's
-            value = value.transpose(np.argsort(permutation))
-        tensors[key] = np.ascontiguousarray(value)
-    save_file(tensors, str(path))
+    path = W.save_weights(encoder, tmp_path / "two_layers.safetensors", layout="released")
     assert W.describe_weights(path)["size"] == "custom"
     assert W.describe_weights(path)["config"]["depth"] == 2
 

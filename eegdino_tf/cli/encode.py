@@ -7,12 +7,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eegdino_tf.cli.options import add_classifier, add_force, add_model_options, load_model
+from eegdino_tf.cli.options import (
+    add_classifier,
+    add_force,
+    add_model_options,
+    add_window_options,
+    load_model,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from eegdino_tf.io import STANDARD_CHANNELS
-
     parser = subparsers.add_parser(
         "encode",
         help="encode an EEG recording (EDF/BDF, or any file MNE reads) into embeddings (.npz)",
@@ -24,14 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("input", help="EDF/BDF file, or any recording mne.io.read_raw reads")
     parser.add_argument("--weights", required=True, help="weight file (.safetensors or .pt)")
     parser.add_argument("--output", "-o", required=True, help="the .npz file to write")
-    parser.add_argument(
-        "--channels",
-        help="comma-separated channels in the order the weights expect (default: the 19 "
-        "standard 10-20 channels in TUH order: " + ",".join(STANDARD_CHANNELS) + ")",
-    )
+    add_window_options(parser)
     parser.add_argument("--unit", help="unit of the data if the file's is missing or wrong")
-    parser.add_argument("--window", type=float, default=10.0, help="seconds (whole; default 10)")
-    parser.add_argument("--stride", type=float, help="seconds between windows (default: window)")
     parser.add_argument("--pad-tail", action="store_true", help="zero-pad the last window")
     parser.add_argument("--tokens", action="store_true", help="also save all tokens")
     add_classifier(parser, "the weights are a finetuned classifier")

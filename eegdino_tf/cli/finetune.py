@@ -6,7 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eegdino_tf.cli.options import add_force, add_model_options, model_options
+from eegdino_tf.cli.options import (
+    add_force,
+    add_model_options,
+    add_window_options,
+    model_options,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -47,11 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="stop after this many epochs without a better held-out balanced accuracy (default 5)",
     )
     parser.add_argument("--seed", type=int, default=0, help="split and training seed (0)")
-    parser.add_argument(
-        "--channels", help="comma-separated channels in model order (default: the 19 standard)"
-    )
-    parser.add_argument("--window", type=float, default=10.0, help="seconds (whole; default 10)")
-    parser.add_argument("--stride", type=float, help="seconds between windows (default: window)")
+    add_window_options(parser)
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in DIR from its last finished epoch"
     )

@@ -55,6 +55,19 @@ def load_model(args: argparse.Namespace, **options: Any) -> Any:
         ) from None
 
 
+def add_window_options(parser: argparse.ArgumentParser) -> None:
+    """``--channels`` / ``--window`` / ``--stride``: how recordings become model windows."""
+    from eegdino_tf.io import STANDARD_CHANNELS
+
+    parser.add_argument(
+        "--channels",
+        help="comma-separated channels in the order the weights expect (default: the 19 "
+        "standard 10-20 channels in TUH order: " + ",".join(STANDARD_CHANNELS) + ")",
+    )
+    parser.add_argument("--window", type=float, default=10.0, help="seconds (whole; default 10)")
+    parser.add_argument("--stride", type=float, help="seconds between windows (default: window)")
+
+
 def add_force(parser: argparse.ArgumentParser, what: str = "OUTPUT") -> None:
     parser.add_argument("--force", action="store_true", help=f"overwrite an existing {what}")
 
