@@ -39,8 +39,12 @@ class RecordingError(EEGDinoError, ValueError):
     """A recording (EDF/BDF, MNE Raw) cannot be turned into model input."""
 
 
-class OutputExistsError(EEGDinoError, FileExistsError):
-    """An artifact would overwrite an existing file or folder (``force=False``)."""
+class OutputError(EEGDinoError, OSError):
+    """An artifact cannot be written where it was asked for (a parent is a file, no access)."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
+    """An artifact would overwrite an existing file or folder it may not replace."""
 
 
 class ExportError(EEGDinoError, RuntimeError):
