@@ -4,6 +4,8 @@ released sizes, and a dataclass for any other shape (``docs/architecture.md``, "
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from typing import Any
 
 from eegdino_tf.errors import ConfigError
@@ -16,6 +18,19 @@ SAMPLING_RATE = 200.0
 MAX_CHANNELS = 19
 #: Compute precisions a model can run in (``"auto"`` picks one of them per machine).
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+#: Frequency bins of a patch's spectrum (``|rfft|`` of 200 samples).
+SPECTRAL_BINS = PATCH_SIZE // 2 + 1
+#: Taps of the depthwise time encoding along the patch axis.
+TIME_KERNEL = 5
+
+#: Sane maxima of a model's shape, so that a weight file cannot ask for an absurd model:
+#: transformer blocks (the large size has 24),
+MAX_DEPTH = 256
+#: any width (``embed_dim``, ``mlp_dim``, each conv width, ``num_heads``, ``norm_groups``;
+#: the large size's widest is its MLP, 2048),
+MAX_WIDTH = 16384
+#: and classes of a classification head.
+MAX_CLASSES = 100_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,26 +95,37 @@ class EEGDinoConfig:
     input_scale: float = 0.01
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "conv_channels", tuple(int(c) for c in self.conv_channels))
-        problems = []
-        if len(self.conv_channels) != 3:
-            problems.append(f"conv_channels needs 3 widths, got {self.conv_channels}")
-        elif self.embed_dim != self.conv_channels[2] * CONV_POSITIONS:
+        problems = [
+            f"{name}={getattr(self, name)!r} must be an integer in 1..{limit}"
+            for name, limit in _DIMENSIONS
+            if _dimension(getattr(self, name), limit) is None
+        ]
+        widths = tuple(self.conv_channels) if _is_sequence(self.conv_channels) else ()
+        convs = [_dimension(c, MAX_WIDTH) for c in widths]
+        if len(convs) != 3 or None in convs:
             problems.append(
-                f"embed_dim ({self.embed_dim}) must equal conv_channels[2] * {CONV_POSITIONS}"
+                f"conv_channels={list(widths) or self.conv_channels!r} must be 3 integers "
+                f"in 1..{MAX_WIDTH}"
+            )
+        if not isinstance(self.input_scale, numbers.Real) or not math.isfinite(self.input_scale):
+            problems.append(f"input_scale={self.input_scale!r} must be a finite number")
+        if problems:
+            raise ConfigError("invalid EEG-DINO config: " + "; ".join(problems))
+        for name, _ in _DIMENSIONS:
+            object.__setattr__(self, name, int(getattr(self, name)))
+        object.__setattr__(self, "conv_channels", tuple(int(c) for c in convs))
+        if self.embed_dim != self.conv_channels[2] * CONV_POSITIONS:
+            problems.append(
+                f"embed_dim={self.embed_dim} must equal conv_channels[2] * {CONV_POSITIONS}"
                 f" ({self.conv_channels[2] * CONV_POSITIONS})"
             )
-        if self.num_heads < 1 or self.embed_dim % self.num_heads:
-            problems.append(
-                f"num_heads ({self.num_heads}) must divide embed_dim ({self.embed_dim})"
-            )
+        if self.embed_dim % self.num_heads:
+            problems.append(f"num_heads={self.num_heads} must divide embed_dim={self.embed_dim}")
         if any(c % self.norm_groups for c in self.conv_channels):
             problems.append(
-                f"norm_groups ({self.norm_groups}) must divide every conv width "
-                f"{self.conv_channels}"
+                f"norm_groups={self.norm_groups} must divide every conv width "
+                f"{list(self.conv_channels)} (one of {divisors(self.conv_channels)})"
             )
-        if self.depth < 1:
-            problems.append(f"depth must be >= 1, got {self.depth}")
         if problems:
             raise ConfigError("invalid EEG-DINO config: " + "; ".join(problems))
 
@@ -146,6 +172,41 @@ class EEGDinoConfig:
         return cls(**data)
 
 
+#: The integer fields of :class:`EEGDinoConfig` besides ``conv_channels``, with their maxima.
+_DIMENSIONS = (
+    ("embed_dim", MAX_WIDTH),
+    ("depth", MAX_DEPTH),
+    ("num_heads", MAX_WIDTH),
+    ("mlp_dim", MAX_WIDTH),
+    ("norm_groups", MAX_WIDTH),
+)
+
+
+def _dimension(value: Any, limit: int) -> int | None:
+    """``value`` as an int if it is an integer (not a bool) in ``1..limit``, else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value) if 1 <= value <= limit else None
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, (tuple, list))
+
+
+def class_count(num_classes: Any) -> int:
+    """``num_classes`` as an int, if it is a class count in ``1..MAX_CLASSES``."""
+    count = _dimension(num_classes, MAX_CLASSES)
+    if count is None:
+        raise ConfigError(f"num_classes={num_classes!r} must be an integer in 1..{MAX_CLASSES}")
+    return count
+
+
+def divisors(widths: tuple[int, ...]) -> list[int]:
+    """The group counts GroupNorm allows for these conv widths: the divisors of all of them."""
+    common = math.gcd(*widths)
+    return [g for g in range(1, common + 1) if common % g == 0]
+
+
 PRESETS: dict[str, EEGDinoConfig] = {
     "small": EEGDinoConfig(
         embed_dim=200,
@@ -183,9 +244,14 @@ def get_config(config: EEGDinoConfig | str, **overrides: Any) -> EEGDinoConfig:
     return config.replace(**overrides) if overrides else config
 
 
-def preset_with_width(embed_dim: int) -> EEGDinoConfig | None:
-    """The released size of this width (for defaults the tensors cannot tell), or None."""
-    return next((c for c in PRESETS.values() if c.embed_dim == embed_dim), None)
+def preset_norm_groups(embed_dim: int, conv_channels: tuple[int, ...]) -> int | None:
+    """The GroupNorm group count of the released size with this width and these conv widths
+    (a weight file does not hold it), or None: then nobody knows it, and it must be given."""
+    shape = (embed_dim, tuple(conv_channels))
+    return next(
+        (c.norm_groups for c in PRESETS.values() if (c.embed_dim, c.conv_channels) == shape),
+        None,
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -199,6 +265,9 @@ class ModelOptions:
         partial_patch: what to do with samples past the last whole 1 s patch: ``"error"``,
             ``"pad"`` (zero-pad to a whole patch) or ``"crop"`` (drop them).
         check_finite: reject NaN / inf input with an :class:`~eegdino_tf.InputError`.
+        check_weights: when loading, reject weights with NaN / inf values, or float64 values
+            beyond float32's range, with a :class:`~eegdino_tf.WeightsError` naming the key
+            (the loaders always refuse non-floating weights and wrong shapes).
         dropout: dropout rate in the encoder, in training only (the reference's
             ``drop_prob``: after the spectral projection, on the attention weights, after the
             attention projection and after the MLP).
@@ -212,6 +281,7 @@ class ModelOptions:
     precision: str = "float32"
     partial_patch: str = "error"
     check_finite: bool = True
+    check_weights: bool = True
     dropout: float = 0.1
     drop_path: float = 0.1
     head_dropout: tuple[float, float] = (0.5, 0.3)
@@ -237,5 +307,8 @@ class ModelOptions:
         return dataclasses.asdict(self)
 
     def encoder_kwargs(self) -> dict[str, Any]:
-        """The options an :class:`~eegdino_tf.EEGDinoEncoder` takes (all but the head's)."""
-        return {k: v for k, v in self.as_kwargs().items() if k != "head_dropout"}
+        """The options an :class:`~eegdino_tf.EEGDinoEncoder` takes (all but the head's and
+        the loaders')."""
+        return {
+            k: v for k, v in self.as_kwargs().items() if k not in ("head_dropout", "check_weights")
+        }

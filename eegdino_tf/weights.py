@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -29,14 +30,42 @@ from typing import Any
 
 import numpy as np
 
-from eegdino_tf.config import EEGDinoConfig, preset_with_width
-from eegdino_tf.errors import WeightsError
+from eegdino_tf.config import (
+    MAX_CHANNELS,
+    MAX_CLASSES,
+    SPECTRAL_BINS,
+    TIME_KERNEL,
+    EEGDinoConfig,
+    divisors,
+    preset_norm_groups,
+)
+from eegdino_tf.errors import ConfigError, WeightsError
 
 # ---------------------------------------------------------------------------------------------
 # 1. Reading
 # ---------------------------------------------------------------------------------------------
 
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+#: Largest safetensors header read (the large model's holds about 40 KB of JSON).
+MAX_HEADER_BYTES = 4 * 2**20
+#: safetensors dtypes NumPy can hold (bfloat16 through ``ml_dtypes``); any other (``F8_*``,
+#: ``F4``, ...) is refused by name. Integer and bool entries are read so that the buffers
+#: inference ignores can be dropped; as weights, only floating dtypes are accepted.
+SAFETENSORS_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "BF16": "bfloat16",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U64": "<u8",
+    "U32": "<u4",
+    "U16": "<u2",
+    "U8": "u1",
+    "BOOL": "?",
+}
 
 
 def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -50,23 +79,58 @@ def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
         from eegdino_tf.checkpoint import read_state_dict
 
         return read_state_dict(path)
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    return _read_safetensors(path)
 
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        other = _other_format(path)
-        if other:
-            raise WeightsError(
-                f"{path} is {other}, not a weight file; weights are read from .safetensors "
-                "or torch.save (.pt) files"
-            ) from None
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise WeightsError(
-            f"cannot read {path} as safetensors ({reason}); the file is truncated, corrupt "
-            f"or not a safetensors file"
-        ) from None
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file whose header the safetensors library validated
+    (offsets in range, contiguous, sized by shape and dtype), read from their offsets."""
+    import ml_dtypes
+    from safetensors import SafetensorError, safe_open
+
+    with open(path, "rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        if size > MAX_HEADER_BYTES:
+            raise _unreadable(path, f"header of {size} bytes, over {MAX_HEADER_BYTES}")
+        try:
+            with safe_open(str(path), framework="np"):
+                pass
+        except (SafetensorError, OSError, ValueError) as err:
+            raise _unreadable(path, str(err).splitlines()[0] if str(err) else "") from None
+        header = json.loads(handle.read(size))
+        header.pop("__metadata__", None)
+        tensors = {}
+        for key, entry in header.items():
+            name = SAFETENSORS_DTYPES.get(entry["dtype"])
+            if name is None:
+                raise WeightsError(
+                    f"{path}: tensor {key!r} has dtype {entry['dtype']}, which eegdino-tf does "
+                    "not read; weights must be float16, bfloat16, float32 or float64"
+                )
+            dtype = np.dtype(ml_dtypes.bfloat16 if name == "bfloat16" else name)
+            begin, end = entry["data_offsets"]
+            data = bytearray(end - begin)
+            handle.seek(8 + size + begin)
+            if handle.readinto(data) != len(data) or len(data) != (
+                math.prod(entry["shape"]) * dtype.itemsize
+            ):
+                raise _unreadable(path, f"tensor {key!r} changed while it was read")
+            tensors[key] = np.frombuffer(data, dtype).reshape(entry["shape"])
+    return tensors
+
+
+def _unreadable(path: Path, reason: str) -> WeightsError:
+    """The error for a file that is not a readable safetensors file, saying what it is if known."""
+    other = _other_format(path)
+    if other:
+        return WeightsError(
+            f"{path} is {other}, not a weight file; weights are read from .safetensors "
+            "or torch.save (.pt) files"
+        )
+    return WeightsError(
+        f"cannot read {path} as safetensors ({reason or 'unreadable'}); the file is truncated, "
+        "corrupt or not a safetensors file"
+    )
 
 
 #: Leading bytes of the model formats people confuse with weight files.
@@ -216,60 +280,230 @@ def to_rs_layout(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def infer_config(tensors: dict[str, np.ndarray], **overrides) -> EEGDinoConfig:
-    """The model shape, read off released-name tensors; GroupNorm groups from the size table.
+def infer_config(tensors: dict[str, np.ndarray], **overrides: Any) -> EEGDinoConfig:
+    """The model shape, read off released-name tensors (before anything is built).
 
-    ``overrides`` (e.g. ``norm_groups=4``, ``num_heads=16``) win over what is inferred.
+    ``overrides`` (e.g. ``norm_groups=4``, ``num_heads=16``) win over what is inferred. A file
+    does not hold the GroupNorm group count: it is the size table's for a released shape, and
+    for any other it must be given (``norm_groups=``), or this raises.
     """
+    config, groups = _inferred_config(tensors, overrides)
+    if groups is None:
+        raise WeightsError(_unknown_groups(config, "so it cannot be loaded without it"))
+    return config
 
-    def shape(key: str) -> tuple[int, ...]:
+
+def _inferred_config(
+    tensors: dict[str, np.ndarray], overrides: dict[str, Any]
+) -> tuple[EEGDinoConfig, int | None]:
+    """The shape the tensors tell, within the limits of :mod:`eegdino_tf.config`, with
+    ``overrides``; and its group count, None when unknown (the config then holds 1, which no
+    tensor's shape depends on). Bad tensors are a WeightsError, bad overrides a ConfigError."""
+
+    def first(key: str, axis: int) -> int:
         if key not in tensors:
             raise WeightsError(f"missing key {key!r}, needed to infer the model's shape")
-        return tuple(tensors[key].shape)
+        shape = np.shape(tensors[key])
+        if not shape:
+            raise WeightsError(f"key {key!r} has shape [], expected a tensor")
+        return int(shape[axis])
 
-    embed_dim = shape("global_tokens")[-1]
-    layer_ids = {int(m.group(1)) for k in tensors if (m := re.match(r"encoder_layers\.(\d+)\.", k))}
-    if not layer_ids:
+    layers = {m.group(1) for k in tensors if (m := re.match(r"encoder_layers\.(\d+)\.", k))}
+    if not layers:
         raise WeightsError("no 'encoder_layers.*' tensors found; the checkpoint has no layers")
-    conv = tuple(shape(f"patch_embedding.proj_in.{i}.weight")[0] for i in (0, 3, 6))
-    preset = preset_with_width(embed_dim)
-    groups = preset.norm_groups if preset else _largest_group_count(conv)
-    inferred = dict(
-        embed_dim=embed_dim,
-        depth=max(layer_ids) + 1,
-        mlp_dim=shape("encoder_layers.0.mlp.fc1.weight")[0],
-        conv_channels=conv,
-        norm_groups=groups,
-    )
+    if layers != {str(i) for i in range(len(layers))}:
+        found = sorted(layers, key=lambda i: (len(i), i))
+        shown = found if len(found) <= 5 else [*found[:4], "...", found[-1]]
+        raise WeightsError(
+            f"layer indices must run from 0 without gaps: found encoder_layers.{{i}} for i in "
+            f"{', '.join(shown)} ({len(found)} indices), expected 0..{len(found) - 1}"
+        )
+    conv = tuple(first(f"patch_embedding.proj_in.{i}.weight", 0) for i in (0, 3, 6))
+    embed_dim = first("global_tokens", -1)
+    mlp_dim = first("encoder_layers.0.mlp.fc1.weight", 0)
     try:
-        return EEGDinoConfig(**{**inferred, **overrides})
-    except ValueError as err:
+        config = EEGDinoConfig(
+            embed_dim, len(layers), mlp_dim=mlp_dim, conv_channels=conv, norm_groups=1
+        )
+    except ConfigError as err:
         raise WeightsError(f"the tensors do not form a valid model: {err}") from None
+    groups = overrides.get("norm_groups", preset_norm_groups(embed_dim, conv))
+    return config.replace(**{**overrides, "norm_groups": 1 if groups is None else groups}), groups
 
 
-def _largest_group_count(conv_channels: tuple[int, ...]) -> int:
-    """For a custom size without a table entry: the size-table rule, width / 5 ... / 16."""
-    widths = np.gcd.reduce(conv_channels)
-    return next(g for g in (16, 8, 5, 4, 2, 1) if widths % g == 0)
+def _unknown_groups(config: EEGDinoConfig, consequence: str) -> str:
+    """Why the GroupNorm group count is unknown, and what to pass."""
+    return (
+        f"the file does not tell the GroupNorm group count: D={config.embed_dim} with conv "
+        f"widths {list(config.conv_channels)} matches no released size, {consequence}; pass "
+        f"norm_groups=G, G one of {divisors(config.conv_channels)} (what the model was "
+        "trained with)"
+    )
 
 
-def describe_weights(path: str | os.PathLike, **overrides: Any) -> dict[str, Any]:
+def num_classes(weights: NormalizedWeights) -> int:
+    """The class count of a file's classification head, from its last layer."""
+    key = "classifier.6.weight"
+    if key not in weights.tensors:
+        raise WeightsError(f"missing key {key!r} (the head's last layer)")
+    shape = np.shape(weights.tensors[key])
+    if not shape or not 1 <= shape[0] <= MAX_CLASSES:
+        raise WeightsError(
+            f"key {weights.source_keys.get(key, key)!r} has shape {list(shape)}; its first "
+            f"dimension is the class count, which must be 1..{MAX_CLASSES}"
+        )
+    return int(shape[0])
+
+
+def describe_weights(
+    path: str | os.PathLike, *, check_weights: bool = True, **overrides: Any
+) -> dict[str, Any]:
     """Layout, size, shape, parameter count and head of a weight file, without building it.
 
     ``overrides`` are config fields the tensors cannot tell (``norm_groups``, ``num_heads``).
+    The tensors are checked as the loaders check them (:func:`validate_weights`). Where the
+    group count is unknown (no released size has this shape and no ``norm_groups``), the
+    returned ``config["norm_groups"]`` is None and ``"norm_groups_unknown"`` says what to pass.
     """
     normalized = normalize_state_dict(read_tensors(path))
-    config = infer_config(normalized.tensors, **overrides)
+    config, groups = _inferred_config(normalized.tensors, overrides)
     head = normalized.has_head
+    classes = num_classes(normalized) if head else None
+    validate_weights(normalized, config, num_classes=classes, check_finite=check_weights)
     return {
         "layout": normalized.layout,
-        "size": config.name,
-        "config": config.to_dict(),
+        "size": "custom" if groups is None else config.name,
+        "config": {**config.to_dict(), "norm_groups": groups},
+        "norm_groups_unknown": groups is None and _unknown_groups(config, "so it is unknown"),
         "encoder_parameters": int(sum(v.size for v in normalized.encoder_tensors().values())),
         "head": head,
-        "num_classes": int(normalized.tensors["classifier.6.weight"].shape[0]) if head else None,
+        "num_classes": classes,
         "dropped": normalized.dropped,
     }
+
+
+def expected_shapes(
+    config: EEGDinoConfig, num_classes: int | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Every released key of an encoder of this shape (and of its head, given
+    ``num_classes``) with its tensor shape in PyTorch layout: what a file must hold."""
+    d = config.embed_dim
+
+    def linear(key: str, n_in: int, n_out: int) -> dict[str, tuple[int, ...]]:
+        return {f"{key}.weight": (n_out, n_in), f"{key}.bias": (n_out,)}
+
+    def norm(key: str, width: int) -> dict[str, tuple[int, ...]]:
+        return {f"{key}.weight": (width,), f"{key}.bias": (width,)}
+
+    shapes: dict[str, tuple[int, ...]] = {"global_tokens": (1, 1, d)}
+    c_in = 1
+    for index, (width, conv) in zip((0, 3, 6), config.conv_blocks, strict=True):
+        key = f"patch_embedding.proj_in.{index}"
+        shapes |= {f"{key}.weight": (width, c_in, 1, conv.kernel), f"{key}.bias": (width,)}
+        shapes |= norm(f"patch_embedding.proj_in.{index + 1}", width)
+        c_in = width
+    shapes |= linear("patch_embedding.spectral_proj.0", SPECTRAL_BINS, d)
+    shapes |= linear("patch_embedding.channel_embedding", MAX_CHANNELS, d)
+    shapes |= {
+        "patch_embedding.time_encoding.0.weight": (d, 1, 1, TIME_KERNEL),
+        "patch_embedding.time_encoding.0.bias": (d,),
+    }
+    for i in range(config.depth):
+        key = f"encoder_layers.{i}"
+        shapes |= norm(f"{key}.norm1", d)
+        shapes |= {f"{key}.attn.qkv.weight": (3 * d, d)}
+        shapes |= {f"{key}.attn.q_bias": (d,), f"{key}.attn.v_bias": (d,)}
+        shapes |= linear(f"{key}.attn.proj", d, d)
+        shapes |= norm(f"{key}.norm2", d)
+        shapes |= linear(f"{key}.mlp.fc1", d, config.mlp_dim)
+        shapes |= linear(f"{key}.mlp.fc2", config.mlp_dim, d)
+    if num_classes is not None:
+        shapes |= linear("full_linear", d, d) | linear("channel_linear", d, d)
+        shapes |= linear("classifier.0", d, d // 2) | linear("classifier.3", d // 2, d // 4)
+        shapes |= linear("classifier.6", d // 4, num_classes)
+    return shapes
+
+
+#: Weight dtypes the loaders accept (each is cast to float32 on assignment).
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+#: Problems listed in one error before the rest are only counted.
+MAX_REPORTED = 10
+
+
+def validate_weights(
+    weights: NormalizedWeights,
+    config: EEGDinoConfig,
+    *,
+    num_classes: int | None = None,
+    check_finite: bool = True,
+) -> None:
+    """Check the tensors against what ``config`` implies, before any model is built.
+
+    Every key of :func:`expected_shapes` (the head's only given ``num_classes``; otherwise head
+    keys are ignored) must be present with its shape and no other key, each a floating dtype
+    (:data:`FLOAT_DTYPES`); with ``check_finite``, every value finite in float32. Raises one
+    :class:`WeightsError` listing the problems.
+    """
+    expected = expected_shapes(config, num_classes)
+    problems = _shape_problems(expected, weights, ignore_head=num_classes is None)
+    values = []
+    for key in expected:
+        if key not in weights.tensors:
+            continue
+        name, value = weights.source_keys.get(key, key), weights.tensors[key]
+        if value.dtype.name not in FLOAT_DTYPES:
+            problems.append(f"key {name!r} has dtype {value.dtype.name}, expected a float")
+        elif check_finite:
+            values += _non_finite(name, value)
+    hint = "; pass check_weights=False to load them anyway" if values else ""
+    _raise_problems(problems + values, hint)
+
+
+def _non_finite(name: str, value: np.ndarray) -> list[str]:
+    """What is not finite in float32 about one tensor, if anything."""
+    finite = np.isfinite(value)
+    problems = []
+    if bad := int(value.size - np.count_nonzero(finite)):
+        problems.append(f"key {name!r} has {bad} NaN/Inf value(s)")
+    if value.dtype == np.float64:
+        big = int(np.count_nonzero(finite & (np.abs(value) > np.finfo(np.float32).max)))
+        if big:
+            problems.append(f"key {name!r} has {big} float64 value(s) beyond float32's range")
+    return problems
+
+
+def _shape_problems(
+    expected: dict[str, tuple[int, ...]], weights: NormalizedWeights, *, ignore_head: bool
+) -> list[str]:
+    """Missing keys, shape mismatches and unexpected keys (shapes in PyTorch layout)."""
+    source = weights.source_keys
+    problems = []
+    for key, shape in expected.items():
+        if key not in weights.tensors:
+            problems.append(f"missing key {key!r} (expected shape {list(shape)})")
+        elif np.shape(weights.tensors[key]) != shape:
+            problems.append(
+                f"key {source.get(key, key)!r} has shape {list(np.shape(weights.tensors[key]))}"
+                f", expected {list(shape)}"
+            )
+    problems += [
+        f"unexpected key {source.get(k, k)!r} (shape {list(np.shape(v))})"
+        for k, v in weights.tensors.items()
+        if k not in expected and not (ignore_head and HEAD_KEY.match(k))
+    ]
+    return problems
+
+
+def _raise_problems(problems: list[str], hint: str = "") -> None:
+    """One WeightsError listing ``problems`` (the first :data:`MAX_REPORTED`), if any."""
+    if not problems:
+        return
+    shown = (
+        problems
+        if len(problems) <= MAX_REPORTED
+        else [*problems[:MAX_REPORTED], f"and {len(problems) - MAX_REPORTED} more"]
+    )
+    raise WeightsError(f"{len(problems)} problem(s) loading weights: {'; '.join(shown)}{hint}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,38 +571,21 @@ def assign_weights(
 
     Raises :class:`WeightsError` naming each missing key, each unexpected key and each shape
     mismatch (with both shapes, in PyTorch layout). Nothing is assigned unless all match.
+    The loaders run :func:`validate_weights` first, so nothing is built for a bad file.
     """
-    pending = dict(weights.tensors)
-    if ignore_head:
-        pending = {k: v for k, v in pending.items() if not HEAD_KEY.match(k)}
-    assignments, problems, filled = [], [], set()
+    targets, filled = {}, set()
     for key, variable, permutation in weight_map:
         assert id(variable) not in filled, f"{variable.path} mapped twice"  # a bug in the map
         filled.add(id(variable))
-        expected = tuple(variable.shape)
+        shape = tuple(variable.shape)
         if permutation is not AS_IS:
-            expected = tuple(expected[i] for i in np.argsort(permutation))
-        if key not in pending:
-            problems.append(f"missing key {key!r} (expected shape {list(expected)})")
-            continue
-        value = np.asarray(pending.pop(key), dtype=np.float32)
-        if value.shape != expected:
-            problems.append(
-                f"key {weights.source_keys.get(key, key)!r} has shape {list(value.shape)}, "
-                f"expected {list(expected)}"
-            )
-            continue
-        assignments.append(
-            (variable, value if permutation is AS_IS else value.transpose(permutation))
-        )
-    problems += [
-        f"unexpected key {weights.source_keys.get(k, k)!r} (shape {list(v.shape)})"
-        for k, v in pending.items()
-    ]
-    if problems:
-        raise WeightsError(f"{len(problems)} problem(s) loading weights: " + "; ".join(problems))
-    for variable, value in assignments:
-        variable.assign(value)
+            shape = tuple(shape[i] for i in np.argsort(permutation))
+        targets[key] = (variable, permutation, shape)
+    expected = {key: shape for key, (_, _, shape) in targets.items()}
+    _raise_problems(_shape_problems(expected, weights, ignore_head=ignore_head))
+    for key, (variable, permutation, _) in targets.items():
+        value = np.asarray(weights.tensors[key], dtype=np.float32)
+        variable.assign(value if permutation is AS_IS else value.transpose(permutation))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from eegdino_tf.cli.options import add_model_options, model_options
+from eegdino_tf.cli.options import add_model_options, model_options, translate
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,14 +21,17 @@ def run(args: argparse.Namespace) -> int:
 
     info = describe_weights(args.weights, **model_options(args))
     config = info["config"]
+    groups = config["norm_groups"] or "unknown"
     print(f"file:        {args.weights}")
     print(f"layout:      {info['layout']}")
     print(f"size:        {info['size']}")
     print(
         f"shape:       D={config['embed_dim']}, {config['depth']} layers, "
         f"{config['num_heads']} heads, FFN {config['mlp_dim']}, "
-        f"conv widths {config['conv_channels']}, GroupNorm groups {config['norm_groups']}"
+        f"conv widths {config['conv_channels']}, GroupNorm groups {groups}"
     )
+    if info["norm_groups_unknown"]:
+        print(f"note:        {translate(info['norm_groups_unknown'], args.parser)}")
     print(f"parameters:  {info['encoder_parameters']:,} (encoder)")
     head = f"yes, {info['num_classes']} classes" if info["head"] else "no (encoder only)"
     print(f"head:        {head}")

@@ -11,13 +11,24 @@ from eegdino_tf.errors import EEGDinoError, MissingHeadError
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, precision: str | None = None) -> None:
-    """``--norm-groups`` / ``--num-heads`` (what the tensors cannot tell), and, where the
-    command takes it, ``--precision`` with its default."""
+    """``--norm-groups`` / ``--num-heads`` (what the tensors cannot tell), ``--no-check-weights``
+    and, where the command takes it, ``--precision`` with its default."""
     group = parser.add_argument_group("model")
     group.add_argument(
-        "--norm-groups", type=int, help="GroupNorm groups (default: the size table's)"
+        "--norm-groups",
+        type=int,
+        help="GroupNorm groups: the size table's for a released size; required for any other "
+        "(a weight file does not hold it)",
     )
     group.add_argument("--num-heads", type=int, help="attention heads (default 8)")
+    group.add_argument(
+        "--no-check-weights",
+        dest="check_weights",
+        action="store_false",
+        default=None,
+        help="load weights with NaN / inf values (or float64 values beyond float32's range) "
+        "instead of refusing them",
+    )
     if precision is not None:
         group.add_argument(
             "--precision",
@@ -30,7 +41,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, precision: str | None 
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
     """The model options given on the command line, as loader / builder keywords."""
-    names = ("norm_groups", "num_heads", "precision")
+    names = ("norm_groups", "num_heads", "check_weights", "precision")
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
