@@ -28,8 +28,8 @@ import tensorflow as tf
 
 from eegdino_tf import hardware
 from eegdino_tf import weights as W
-from eegdino_tf.config import EEGDinoConfig, ModelOptions, get_config
-from eegdino_tf.errors import InputError, MissingHeadError, WeightsError
+from eegdino_tf.config import EEGDinoConfig, ModelOptions, class_count, get_config
+from eegdino_tf.errors import InputError, MissingHeadError
 from eegdino_tf.layers import (
     NON_FINITE_EEG,
     ClassificationHead,
@@ -257,8 +257,9 @@ def build_encoder(config: EEGDinoConfig | str = "small", **options: Any) -> EEGD
 
     ``config`` is a preset name (``"small"``, ``"medium"``, ``"large"``) or an
     :class:`EEGDinoConfig`. ``options`` are :class:`~eegdino_tf.config.ModelOptions` fields
-    (``precision``, ``partial_patch``, ``check_finite``, ``dropout``, ``drop_path``) and
-    config-field overrides (``norm_groups=4``, ``num_heads=16``, ...).
+    (``precision``, ``partial_patch``, ``check_finite``, ``dropout``, ``drop_path``;
+    ``check_weights`` is accepted and only acts when loading) and config-field overrides
+    (``norm_groups=4``, ``num_heads=16``, ...).
     """
     run, overrides = ModelOptions.split(options)
     return EEGDinoEncoder(**get_config(config, **overrides).to_dict(), **run.encoder_kwargs())
@@ -270,8 +271,9 @@ def build_classifier(
     """A classifier (encoder + head) with freshly initialised weights; see
     :func:`build_encoder` (``head_dropout`` is an option here too)."""
     run, overrides = ModelOptions.split(options)
+    classes = class_count(num_classes)
     encoder = build_encoder(config, **run.encoder_kwargs(), **overrides)
-    return EEGDinoClassifier(encoder, num_classes, head_dropout=run.head_dropout)
+    return EEGDinoClassifier(encoder, classes, head_dropout=run.head_dropout)
 
 
 def _read(path: str | os.PathLike, config: EEGDinoConfig | str | None, options: dict):
@@ -292,10 +294,12 @@ def load_encoder(
 
     The shape is read off the tensors unless ``config`` is given; ``options`` as in
     :func:`build_encoder` (overrides win over what the tensors say). A classifier file loads
-    its encoder and ignores the head. Loading is strict: see
-    :func:`eegdino_tf.weights.assign_weights`.
+    its encoder and ignores the head. Loading is strict, and the file is checked before
+    anything is built (:func:`eegdino_tf.weights.validate_weights`: keys, shapes, floating
+    dtypes and, unless ``check_weights=False``, finite values).
     """
     normalized, cfg, run = _read(path, config, options)
+    W.validate_weights(normalized, cfg, check_finite=run.check_weights)
     encoder = build_encoder(cfg, **run.encoder_kwargs())
     W.assign_weights(W.encoder_weight_map(encoder), normalized, ignore_head=True)
     return encoder
@@ -315,10 +319,9 @@ def load_classifier(
             "'classifier.*' or 'final_layer.*' keys); load it with load_encoder, or build a "
             "classifier with build_classifier and train the head"
         )
-    num_classes = normalized.tensors.get("classifier.6.weight")
-    if num_classes is None:
-        raise WeightsError("missing key 'classifier.6.weight' (the head's last layer)")
-    model = build_classifier(cfg, num_classes=int(num_classes.shape[0]), **run.as_kwargs())
+    num_classes = W.num_classes(normalized)
+    W.validate_weights(normalized, cfg, num_classes=num_classes, check_finite=run.check_weights)
+    model = build_classifier(cfg, num_classes=num_classes, **run.as_kwargs())
 
     def weight_map():
         yield from W.encoder_weight_map(model.encoder)
