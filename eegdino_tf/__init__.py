@@ -7,13 +7,17 @@ Quick use::
     tokens = encoder.predict(eeg_microvolts)  # [B, C, T] -> [B, 1 + C*T/200, D]
 
 TensorFlow is imported on first use of a model name, so ``eegdino_tf.errors`` and the CLI's
-``--help`` stay fast.
+``--help`` stay fast; the Keras classes register when Keras is imported (see
+:mod:`eegdino_tf.registration`), so ``keras.models.load_model`` reads our ``.keras`` files.
 """
 
 import importlib
 import os
 
+from eegdino_tf.registration import register_on_keras_import
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+register_on_keras_import()  # so keras.models.load_model finds our classes
 
 __version__ = "0.1.0"
 
@@ -27,6 +31,7 @@ _EXPORTS = {
         "InputError",
         "MissingExtraError",
         "MissingHeadError",
+        "OutputError",
         "OutputExistsError",
         "RecordingError",
         "WeightsError",

@@ -135,7 +135,8 @@ def export_saved_model(
 
     Signature ``serving_default``: input ``eeg`` float32 ``[batch, channels, samples]``
     (dynamic batch); outputs ``tokens``, ``global_token`` (token 0) and ``mean_token`` (mean
-    of the patch tokens) for an encoder, ``logits`` and ``probabilities`` for a classifier.
+    of the patch tokens) for an encoder, ``logits`` and ``probabilities`` for a classifier;
+    a Keras model of your own (say ``Input -> encoder -> Dense``) keeps its output names.
     """
     import tensorflow as tf
 
@@ -355,8 +356,11 @@ def _input_spec(
 
 def _outputs(model: keras.Model, eeg: Any, extended: bool = False) -> dict[str, tf.Tensor]:
     """The named outputs of ``model`` on ``eeg``: the primary one, plus the SavedModel's extras
-    when ``extended``."""
+    when ``extended``. A model of the user's own (e.g. ``Input -> encoder -> Dense``) keeps
+    its own output names and gets no extras: its outputs are not tokens."""
     import tensorflow as tf
+
+    from eegdino_tf.models import EEGDinoEncoder
 
     out = model(eeg, training=False)
     if _is_classifier(model):
@@ -364,11 +368,19 @@ def _outputs(model: keras.Model, eeg: Any, extended: bool = False) -> dict[str, 
         if extended:
             named["probabilities"] = tf.nn.softmax(out, axis=-1)
         return named
-    named = {"tokens": out}
-    if extended:
-        named["global_token"] = out[:, 0]
-        named["mean_token"] = tf.reduce_mean(out[:, 1:], axis=1)
-    return named
+    if isinstance(model, EEGDinoEncoder):
+        named = {"tokens": out}
+        if extended:
+            named["global_token"] = out[:, 0]
+            named["mean_token"] = tf.reduce_mean(out[:, 1:], axis=1)
+        return named
+    if isinstance(out, dict):
+        return dict(out)
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    names = list(getattr(model, "output_names", None) or [])
+    if len(names) != len(outs):
+        names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
+    return dict(zip(names, outs, strict=True))
 
 
 def _trace(model: keras.Model, spec: tf.TensorSpec, *, form: str, extended: bool = False) -> Any:

@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import keras
 import numpy as np
@@ -154,11 +155,23 @@ NON_FINITE_EEG = (
 )
 
 
+def check_eeg_input(inputs: Any, partial_patch: str = "error") -> None:
+    """Raise :class:`InputError` unless ``inputs`` is one array or tensor the model takes."""
+    if isinstance(inputs, (list, tuple, dict)) or not hasattr(inputs, "shape"):
+        raise InputError(
+            f"EEG input is a {type(inputs).__name__}, not one array or tensor ({EXPECTED_EEG}; "
+            "np.stack a list of examples)"
+        )
+    check_eeg_shape(inputs.shape, partial_patch)
+
+
 def check_eeg_shape(shape, partial_patch: str = "error") -> None:
     """Raise :class:`InputError` unless ``shape`` fits the model (unknown dims pass)."""
     shape = tf.TensorShape(shape)
     if shape.rank != 3:
         raise InputError(f"EEG input has shape {shape} (rank {shape.rank}); {EXPECTED_EEG}")
+    if shape[0] == 0:
+        raise InputError(f"EEG input holds no examples (shape {shape}); {EXPECTED_EEG}")
     channels, samples = shape[1], shape[2]
     if channels is not None and not 1 <= channels <= MAX_CHANNELS:
         raise InputError(f"EEG input has {channels} channels; {EXPECTED_EEG}")

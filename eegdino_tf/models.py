@@ -29,7 +29,7 @@ import tensorflow as tf
 from eegdino_tf import hardware
 from eegdino_tf import weights as W
 from eegdino_tf.config import EEGDinoConfig, ModelOptions, class_count, get_config
-from eegdino_tf.errors import InputError, MissingHeadError
+from eegdino_tf.errors import ConfigError, InputError, MissingHeadError
 from eegdino_tf.layers import (
     NON_FINITE_EEG,
     ClassificationHead,
@@ -37,6 +37,7 @@ from eegdino_tf.layers import (
     GlobalToken,
     PatchEmbedding,
     TransformerBlock,
+    check_eeg_input,
     check_eeg_shape,
 )
 
@@ -44,46 +45,55 @@ _SERIALIZABLE = keras.saving.register_keras_serializable(package="eegdino_tf")
 
 
 class _EEGModel(keras.Model):
-    """Checks the EEG shape before Keras' own input check, so errors say what EEG it wants."""
+    """Checks the EEG input before Keras' own machinery, so errors say what EEG it wants."""
 
-    def call(self, inputs, training=None, mask=None):
-        check_eeg_shape(getattr(inputs, "shape", None), self.partial_patch)
-        return super().call(inputs, training=training, mask=mask)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        check_eeg_input(args[0] if args else kwargs.get("inputs"), self.partial_patch)
+        return super().__call__(*args, **kwargs)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """Keras ``predict``, with a fast path for in-memory arrays.
 
         For a NumPy array or tensor (no ``steps``, no ``callbacks``) the batches go straight
         through one cached ``tf.function`` instead of Keras' data pipeline, which costs tens of
-        milliseconds a call. That function uses XLA where it measured faster (see
+        milliseconds a call, into one preallocated result (memory: the input plus the output,
+        never a copy of either). That function uses XLA where it measured faster (see
         :func:`default_jit_compile`) unless ``compile(jit_compile=True|False)`` chose; under XLA the
         last partial batch is padded so the compiled program is reused, not rebuilt.
+        With ``check_finite``, NaN or Inf input is an error, and so is output that is not
+        finite although its input was (see :func:`non_finite_output`).
         Anything else (``tf.data``, generators, callbacks) takes Keras' own ``predict``.
         """
+        if isinstance(x, (np.generic, list, tuple, dict)):
+            check_eeg_input(x, self.partial_patch)
         if steps is not None or callbacks or not isinstance(x, (np.ndarray, tf.Tensor)):
             return super().predict(
                 x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks
             )
-        x = np.asarray(x, dtype=np.float32)
         check_eeg_shape(x.shape, self.partial_patch)
-        if self.check_finite and not np.isfinite(x).all():
-            raise InputError(NON_FINITE_EEG)
-        size = batch_size or 32
+        size = _batch_size(batch_size)
         chosen = self.__dict__.get("_jit_chosen", False)
         jit = self.jit_compile if chosen else default_jit_compile(self.precision)
         function = self.inference_function(jit)
         starts = range(0, len(x), size)
         progress = keras.utils.Progbar(len(starts)) if verbose in (1, "auto") else None
-        outputs = []
+        result = None
         for step, start in enumerate(starts):
-            batch = x[start : start + size]
+            batch = np.asarray(x[start : start + size], dtype=np.float32)
             real = len(batch)
+            if self.check_finite and not np.isfinite(batch).all():
+                raise InputError(f"example {start + _first_bad(batch)}: {NON_FINITE_EEG}")
             if jit and len(x) > size and real < size:
                 batch = np.concatenate([batch, np.repeat(batch[-1:], size - real, axis=0)])
-            outputs.append(function(tf.constant(batch)).numpy()[:real])
+            y = function(tf.constant(batch)).numpy()[:real]
+            if self.check_finite and not np.isfinite(y).all():
+                raise InputError(non_finite_output(batch, y, start, self.precision))
+            if result is None:
+                result = np.empty((len(x), *y.shape[1:]), dtype=y.dtype)
+            result[start : start + real] = y
             if progress is not None:
                 progress.update(step + 1)
-        return np.concatenate(outputs)
+        return result
 
     def compile(self, *args: Any, jit_compile: Any = "auto", **kwargs: Any) -> None:
         """Keras ``compile``; ``predict`` follows an explicit ``jit_compile`` (``"auto"``
@@ -99,6 +109,36 @@ class _EEGModel(keras.Model):
                 lambda x: self(x, training=False), jit_compile=jit_compile, reduce_retracing=True
             )
         return cache[jit_compile]
+
+
+def _batch_size(batch_size: Any) -> int:
+    if batch_size is None:
+        return 32
+    integral = isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool)
+    if not integral or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
+
+def _first_bad(values: np.ndarray) -> int:
+    """Index of the first example (axis 0) holding a non-finite value."""
+    return int(np.argmin(np.isfinite(values).reshape(len(values), -1).all(axis=1)))
+
+
+def non_finite_output(batch: np.ndarray, outputs: np.ndarray, offset: int, precision: str) -> str:
+    """The error for NaN/Inf ``outputs`` of finite ``batch`` (examples from ``offset`` on)."""
+    bad = _first_bad(outputs)
+    peak = float(np.abs(batch[bad]).max())
+    cause = (
+        f"the input is probably not in microvolts (largest |value| {peak:.3g}; "
+        "EEG is about 1-1000 uV: multiply volts by 1e6)"
+    )
+    if precision != "float32":
+        cause += f", or it overflows precision={precision!r} (try precision='float32')"
+    return (
+        f"the model's output for example {offset + bad} is not finite although its input is; "
+        f"{cause}"
+    )
 
 
 def default_jit_compile(precision: str) -> bool:

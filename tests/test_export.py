@@ -116,6 +116,20 @@ def test_saved_model_classifier_gives_logits_and_probabilities(tiny_classifier, 
     np.testing.assert_allclose(got["probabilities"].numpy().sum(axis=-1), 1.0, rtol=1e-5)
 
 
+def test_saved_model_of_a_users_own_model_keeps_its_output_names(tiny_encoder, tiny_io, out):
+    import keras
+
+    eeg = keras.Input((19, 2000))
+    tokens = tiny_encoder(eeg)
+    scores = keras.layers.Dense(3, name="scores")(keras.layers.GlobalAveragePooling1D()(tokens))
+    model = keras.Model(eeg, scores)
+    report = E.export_saved_model(model, out / "own_model")
+    assert report.outputs == ("scores",)  # not "tokens", no global_token / mean_token
+    signature = tf.saved_model.load(str(report.path)).signatures["serving_default"]
+    got = signature(eeg=tf.constant(tiny_io["raw_uv"]))["scores"].numpy()
+    assert nrmse(got, model(tiny_io["raw_uv"]).numpy()) <= 1e-6
+
+
 # ---------------------------------------------------------------------------------------------
 # TFLite
 # ---------------------------------------------------------------------------------------------

@@ -94,3 +94,52 @@ def test_fewer_channels_use_the_first_slots():
     out = encoder()(io["raw_uv_c16"]).numpy()
     assert out.shape == (2, 1 + 16 * 15, 64)
     assert nrmse(out, io["tokens_c16"]) <= 2e-6
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: np.zeros((0, 19, 2000), np.float32), "holds no examples"),
+        (lambda: np.float32(1.0), "rank 0"),
+        (lambda: [eeg()], "is a list, not one array"),
+        (lambda: (eeg(), eeg()), "is a tuple, not one array"),
+    ],
+)
+@pytest.mark.parametrize("how", ["call", "predict"])
+def test_empty_scalar_and_list_inputs_are_one_clear_error(make, message, how):
+    model = encoder()
+    run = model if how == "call" else functools.partial(model.predict, verbose=0)
+    with pytest.raises(InputError, match=message) as err:
+        run(make())
+    assert "Exception encountered" not in str(err.value)  # raised before Keras wraps it
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
+def test_a_bad_batch_size_is_a_config_error(batch_size):
+    message = f"batch_size must be a positive integer, got {batch_size!r}"
+    with pytest.raises(eegdino_tf.ConfigError, match=message):
+        encoder().predict(eeg(2), batch_size=batch_size, verbose=0)
+
+
+def test_predict_fills_one_result_equal_to_the_call_from_float64_input():
+    x = eeg(5).astype(np.float64)
+    out = encoder().predict(x, batch_size=2, verbose=0)
+    assert out.dtype == np.float32 and out.shape == (5, 1 + 19 * 10, 64)
+    assert nrmse(out, encoder()(x.astype(np.float32)).numpy()) <= 1e-6
+
+
+def test_predict_names_the_first_non_finite_example():
+    x = eeg(5)
+    x[3, 2, 1] = np.inf
+    with pytest.raises(InputError, match=r"^example 3: EEG input contains NaN or Inf"):
+        encoder().predict(x, batch_size=2, verbose=0)
+
+
+def test_non_finite_output_from_finite_input_names_the_units():
+    x = eeg(3) * 1e25  # finite, but nothing like microvolts
+    message = r"output for example 0 is not finite although its input is"
+    with pytest.raises(InputError, match=message) as err:
+        encoder().predict(x, verbose=0)
+    assert "not in microvolts" in str(err.value) and "1e6" in str(err.value)
+    model = eegdino_tf.load_encoder(TINY_ENCODER, norm_groups=4, check_finite=False)
+    assert not np.isfinite(model.predict(x, verbose=0)).all()  # the opt-out lets it through

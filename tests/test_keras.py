@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -93,6 +95,29 @@ def test_keras_file_round_trip_is_identical(tmp_path, kind):
     assert type(loaded) is type(model)
     x = load_io("tiny")["raw_uv_c16"]
     np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+
+
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "import eegdino_tf; import keras",
+        "import eegdino_tf; import tensorflow; import keras",
+        "import keras; import eegdino_tf",
+    ],
+)
+def test_keras_file_loads_in_a_fresh_process_after_a_plain_import(tmp_path, imports):
+    path = tmp_path / "classifier.keras"
+    tiny_classifier().save(path)
+    x = load_io("tiny")["raw_uv_c16"]
+    np.save(tmp_path / "x.npy", x)
+    code = (
+        f"{imports}; import numpy as np\n"
+        f"model = keras.models.load_model({str(path)!r})\n"
+        f"np.save({str(tmp_path / 'y.npy')!r}, model(np.load({str(tmp_path / 'x.npy')!r})))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), tiny_classifier()(x).numpy())
 
 
 def test_fit_trains_the_classifier_head():

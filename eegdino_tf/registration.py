@@ -1,0 +1,73 @@
+"""Register the package's Keras classes as soon as Keras is imported.
+
+``keras.models.load_model("m.keras")`` finds a class of ours only once it is registered, which
+happens when :mod:`eegdino_tf.models` is imported; but that imports TensorFlow (seconds), and
+``import eegdino_tf`` stays fast by importing nothing heavy. :func:`register_on_keras_import`
+closes the gap: if Keras is already imported it registers now, otherwise it registers right
+after the first ``import keras`` finishes (``import tensorflow`` imports Keras too), through a
+finder on ``sys.meta_path`` that only wraps Keras' own loader and removes itself once used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import warnings
+from types import ModuleType
+from typing import Any
+
+
+def register_on_keras_import() -> None:
+    """Import :mod:`eegdino_tf.models` now if Keras is loaded, else once it is."""
+    if "keras" in sys.modules:
+        _register()
+    elif not any(isinstance(f, _KerasImportFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _KerasImportFinder())
+
+
+def _register() -> None:
+    try:
+        importlib.import_module("eegdino_tf.models")
+    except Exception as err:  # never break the user's own import of Keras
+        warnings.warn(
+            f"eegdino_tf could not register its Keras classes ({err}); import "
+            "eegdino_tf.models before keras.models.load_model",
+            stacklevel=2,
+        )
+
+
+class _KerasImportFinder(importlib.abc.MetaPathFinder):
+    """Finds ``keras`` with the other finders and wraps its loader in :class:`_ThenRegister`."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None):
+        if name != "keras":
+            return None
+        others = [f for f in sys.meta_path if not isinstance(f, _KerasImportFinder)]
+        for finder in others:
+            spec = getattr(finder, "find_spec", lambda *a: None)(name, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _ThenRegister(spec.loader)
+                return spec
+        return None
+
+
+class _ThenRegister(importlib.abc.Loader):
+    """Keras' own loader; after Keras has run, the finder goes and our classes register."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _KerasImportFinder)]
+        _register()
