@@ -228,10 +228,17 @@ def test_too_many_and_duplicate_channels(tmp_path):
 
 
 def test_mixed_sampling_rates_among_picked_channels(tmp_path):
+    """Picked channels at different rates are each resampled from their own rate to 200 Hz."""
     path = tmp_path / "mixed.edf"
     write_edf(path, eeg_like(19, 2000, 200.0), TUH_LABELS, 200.0, extra=True)
-    with pytest.raises(RecordingError, match="different sampling rates"):
-        open_recording(path, channels=["Fp1", "EOG LOC"])
+    rec = open_recording(path, channels=["Fp1", "EOG LOC"])
+    assert [(s.sfreq, s.up, s.down) for s in rec.streams] == [(200.0, 1, 1), (400.0, 1, 2)]
+    assert "EOG LOC 400 Hz (up 1, down 2)" in rec.steps[-1]
+    fp1 = read_back_uv(path, ["EEG FP1-REF"], 1.0)[0]
+    eog = resample_poly(read_back_uv(path, ["EOG LOC"], 1.0)[0], 1, 2)
+    np.testing.assert_allclose(next(rec.resampled()), np.stack([fp1, eog]), rtol=0, atol=1e-9)
+    with pytest.raises(RecordingError, match=r"different native rates \(200 Hz, 400 Hz\)"):
+        rec.read(0, 10)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 What happens to a recording (each step is written to :attr:`Recording.steps` and logged):
 
-1. **Open** an EDF/BDF file (header split into its named fields and checked with ``edfio``;
-   data records are read on demand, a chunk at a time), an ``mne.io.Raw`` (any format MNE
-   reads; ``preload=False`` works) or a NumPy array with its sampling rate and channel names.
+1. **Open** an EDF/BDF file (header split into its named fields, each validated, and the
+   file's size checked against the record layout they declare; data records are read on
+   demand, a chunk at a time), an ``mne.io.Raw`` (any format MNE reads; ``preload=False``
+   works) or a NumPy array with its sampling rate and channel names.
 2. **Pick channels** by name, in the order given (that order is the model's channel-slot
    order: it must match the order the weights were trained or finetuned with). Matching is
    case-insensitive and tolerant of the usual spellings (``EEG FP1-REF``, ``FP1-LE``,
@@ -16,7 +17,8 @@ What happens to a recording (each step is written to :attr:`Recording.steps` and
    channel-embedding slots.
 3. **Convert to microvolts** from the physical unit (V, mV, uV/µV, nV).
 4. **Resample to 200 Hz** with ``scipy.signal.resample_poly`` (anti-aliasing polyphase FIR,
-   exact rational factors, e.g. 256 -> 200 Hz is up 25 / down 32). Long recordings stream
+   exact rational factors, e.g. 256 -> 200 Hz is up 25 / down 32), each channel from its own
+   rate when the picked EDF/BDF channels differ (1000 and 975 Hz, say). Long recordings stream
    through in chunks; each chunk is resampled with enough neighbouring input on both sides
    that the result equals resampling the whole signal (to float64 rounding).
 5. **Cut windows** of ``window`` whole seconds every ``stride`` seconds (default: no

@@ -1,16 +1,24 @@
-"""The EDF/BDF reader: the header by its named fields, data records read on demand.
+"""The EDF/BDF reader: the header validated field by field, data records read on demand.
 
 The header layout is the EDF specification's (BDF is the same with 24-bit samples): a fixed
 256-byte part (:data:`HEADER_FIELDS`), then 256 bytes per signal (:data:`SIGNAL_FIELDS`),
-stored field by field: all the labels, then all the transducers, and so on. ``edfio`` checks
-and decodes the signal fields (units, ranges, sampling rates, EDF+ annotation signals); edfio
-loads BDF data (and EDF read from a stream) into memory whole, so the data records are read
-here instead, a chunk of records at a time, straight from the file.
+stored field by field: all the labels, then all the transducers, and so on.
+
+:func:`open_edf` validates the header in one step before any data is read: every number the
+reader uses is parsed and range-checked, and an error names the field (and the signal). From
+the signals' own samples per record it lays out a data record (where each signal's samples
+start and how wide they are, annotation signals included) and checks the file's size against
+that layout. ``edfio`` decodes the labels and units and tells ordinary signals from EDF+
+annotation signals. The data records are read here, a span of records at a time, straight
+from the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,6 +57,39 @@ SIGNAL_FIELDS = (
 FIXED_BYTES = sum(width for _, width in HEADER_FIELDS)
 SIGNAL_BYTES = sum(width for _, width in SIGNAL_FIELDS)
 
+#: The highest sampling rate (Hz) a signal may declare: ``samples_per_record /
+#: record_duration``. With one sample a record it makes 1 / MAX_SAMPLING_RATE s the shortest
+#: record duration.
+MAX_SAMPLING_RATE = 100_000.0
+#: The largest magnitude (µV) a read channel's physical range may reach (10 kV: generous for
+#: writers that declare a wide range). It keeps every sample of the digital range finite in
+#: float32 (below 1e18 µV), and the model's output finite.
+MAX_ABS_MICROVOLTS = 1e10
+#: The smallest magnitude (µV) of one digital step: a calibration below it is degenerate.
+MIN_STEP_MICROVOLTS = float(np.finfo(np.float32).tiny)
+
+_INTEGER = re.compile(r"[+-]?\d+")
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleFormat:
+    """How one format stores samples: ``name``, ``width`` (bytes) and the digital range."""
+
+    name: str
+    width: int
+    digital: tuple[int, int]
+    magic: str
+
+    @property
+    def other(self) -> SampleFormat:
+        """The other format (EDF for BDF and the reverse)."""
+        return BDF if self is EDF else EDF
+
+
+EDF = SampleFormat("EDF", 2, (-(2**15), 2**15 - 1), "0")
+BDF = SampleFormat("BDF", 3, (-(2**23), 2**23 - 1), "\xffBIOSEMI")
+
 
 def parse_fields(
     raw: bytes, fields: Sequence[tuple[str, int]], count: int = 1
@@ -69,6 +110,20 @@ def parse_fields(
         ]
         at += count * width
     return values
+
+
+def parse_number(text: str, field: str, where: str, *, integer: bool) -> int | float:
+    """``text`` (the header ``field``) as an int, or a finite float; else a RecordingError.
+
+    ``where`` starts the message (``"x.edf is not a valid EDF file: corrupt header (signal 2
+    'C3': "``). Only plain decimal notation is accepted: no ``nan``, ``inf`` or underscores.
+    """
+    if (_INTEGER if integer else _DECIMAL).fullmatch(text):
+        value = int(text) if integer else float(text)
+        if integer or math.isfinite(value):
+            return value
+    expected = "a whole number" if integer else "a finite decimal number"
+    raise RecordingError(f"{where}{field} is {text!r}; expected {expected})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,11 +156,10 @@ def read_header(path: str | Path, bdf: bool = False) -> EdfHeader:
             fields = {name: value for name, (value,) in parse_fields(fixed, HEADER_FIELDS).items()}
         except ValueError as err:
             raise RecordingError(f"{invalid}: truncated header ({err})") from None
-        try:
-            header_bytes, num_signals = int(fields["header_bytes"]), int(fields["num_signals"])
-            int(fields["num_records"])
-        except ValueError:
-            raise RecordingError(f"{invalid}: corrupt header") from None
+        corrupt = f"{invalid}: corrupt header ("
+        header_bytes = parse_number(fields["header_bytes"], "header_bytes", corrupt, integer=True)
+        num_signals = parse_number(fields["num_signals"], "num_signals", corrupt, integer=True)
+        parse_number(fields["num_records"], "num_records", corrupt, integer=True)
         expected = FIXED_BYTES + SIGNAL_BYTES * num_signals
         if header_bytes != expected or num_signals < 1 or header_bytes > size:
             raise RecordingError(
@@ -118,141 +172,273 @@ def read_header(path: str | Path, bdf: bool = False) -> EdfHeader:
 
 
 @dataclasses.dataclass(frozen=True)
+class EdfSignal:
+    """One ordinary signal of an EDF/BDF file: its validated header fields and its place in a
+    data record (``offset``: the byte where its ``samples_per_record`` samples start)."""
+
+    label: str
+    unit: str
+    samples_per_record: int
+    sfreq: float
+    digital: tuple[int, int]
+    physical: tuple[float, float]
+    offset: int
+
+    def calibration(self, scale: float, path: Path) -> tuple[float, float]:
+        """``(gain, offset)`` with microvolts ``= (digital + offset) * gain * scale`` (edfio's
+        formula), ``scale`` being the unit's factor to µV.
+
+        An error naming the channel and field unless every scaled sample of the format's
+        digital range is finite in float32 (see :data:`MAX_ABS_MICROVOLTS`).
+        """
+        (dmin, dmax), (pmin, pmax) = self.digital, self.physical
+        where = f"channel {self.label!r} of {path}"
+        for field, value in (("physical_min", pmin), ("physical_max", pmax)):
+            if not abs(value * scale) <= MAX_ABS_MICROVOLTS:
+                raise RecordingError(
+                    f"{where}: {field} is {value:g} {self.unit}"
+                    + (f" ({value * scale:g} uV)" if scale != 1 else "")
+                    + f"; expected at most {MAX_ABS_MICROVOLTS:g} uV in magnitude "
+                    "(MAX_ABS_MICROVOLTS)"
+                )
+        if dmin == dmax or pmin == pmax:
+            field = "digital" if dmin == dmax else "physical"
+            raise RecordingError(
+                f"{where} has a degenerate calibration ({field}_min == {field}_max == "
+                f"{dmin if dmin == dmax else pmin:g})"
+            )
+        gain = (pmax - pmin) / (dmax - dmin)
+        if abs(gain * scale) < MIN_STEP_MICROVOLTS:
+            raise RecordingError(
+                f"{where} has a degenerate calibration (physical_min {pmin:g} and physical_max "
+                f"{pmax:g} make a digital step of {gain * scale:g} uV)"
+            )
+        return gain, pmax / gain - dmax
+
+
+@dataclasses.dataclass(frozen=True)
 class EdfFile:
     """An EDF/BDF file opened for reading: its ordinary signals (annotations left out).
 
-    Make one with :func:`open_edf`. ``labels``, ``units``, ``sfreqs``,
-    ``samples_per_record``, ``ranges`` (``((digital min, max), (physical min, max))``) and
-    ``offsets`` (where a signal's samples start in a data record) have one entry per ordinary
-    signal; ``steps`` says what was read.
+    Make one with :func:`open_edf`. ``signals`` has one :class:`EdfSignal` per ordinary
+    signal; a data record is ``record_bytes`` long (every signal's samples, annotation
+    signals included); ``steps`` says what was read.
     """
 
     path: Path
-    bdf: bool
-    labels: tuple[str, ...]
-    units: tuple[str, ...]
-    sfreqs: tuple[float, ...]
-    samples_per_record: tuple[int, ...]
+    format: SampleFormat
+    record_duration: float
     num_records: int
-    ranges: tuple[tuple[tuple[float, float], tuple[float, float]], ...]
-    offsets: tuple[int, ...]
+    signals: tuple[EdfSignal, ...]
     header_bytes: int
     record_bytes: int
     steps: tuple[str, ...]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The ordinary signals' labels."""
+        return tuple(signal.label for signal in self.signals)
 
     def reader(
         self, picks: Sequence[int], scales: Sequence[float]
     ) -> Callable[[int, int], np.ndarray]:
         """``reader(start, stop)`` -> samples ``[len(picks), stop - start]`` float64 of the
-        signals ``picks`` (which share one sampling rate), in physical units times ``scales``.
+        signals ``picks`` (which share one samples per record), in physical units times
+        ``scales``.
 
-        An error now if a picked signal's calibration is degenerate.
+        An error now if a picked signal's calibration is degenerate or out of range.
         """
-        gains = []
-        for i in picks:
-            (dmin, dmax), (pmin, pmax) = self.ranges[i]
-            if dmax == dmin or pmax == pmin:
-                raise RecordingError(
-                    f"channel {self.labels[i]!r} of {self.path} has a degenerate calibration"
-                )
-            gain = (pmax - pmin) / (dmax - dmin)
-            gains.append((gain, pmax / gain - dmax))  # physical = (digital + offset) * gain
-        spr, scales = self.samples_per_record[picks[0]], tuple(scales)
-        offsets = [self.offsets[i] for i in picks]
-        width, record_bytes = (3 if self.bdf else 2), self.record_bytes
+        signals = [self.signals[i] for i in picks]
+        per_record = {signal.samples_per_record for signal in signals}
+        if len(per_record) != 1:
+            raise RecordingError(
+                f"one reader of {self.path} reads signals with one samples_per_record, got "
+                f"{sorted(per_record)}"
+            )
+        spr, width, record_bytes = per_record.pop(), self.format.width, self.record_bytes
+        calibrations = [
+            (*signal.calibration(scale, self.path), scale)
+            for signal, scale in zip(signals, scales, strict=True)
+        ]
 
         def read(start: int, stop: int) -> np.ndarray:
             first, last = start // spr, -(-stop // spr)
             with self.path.open("rb") as file:
                 file.seek(self.header_bytes + first * record_bytes)
                 data = file.read((last - first) * record_bytes)
+            if len(data) != (last - first) * record_bytes:
+                raise RecordingError(
+                    f"{self.path} is shorter than when it was opened: data records "
+                    f"{first}..{last - 1} are not all there"
+                )
             records = np.frombuffer(data, dtype=np.uint8).reshape(last - first, record_bytes)
-            out = np.empty((len(offsets), stop - start))
-            for k, offset in enumerate(offsets):
-                raw = records[:, offset * width : (offset + spr) * width].reshape(-1)
-                raw = raw[(start - first * spr) * width : (stop - first * spr) * width]
-                if self.bdf:
+            out = np.empty((len(signals), stop - start))
+            skip = start - first * spr
+            for k, (signal, (gain, offset, scale)) in enumerate(
+                zip(signals, calibrations, strict=True)
+            ):
+                raw = records[:, signal.offset : signal.offset + spr * width].reshape(-1)
+                raw = raw[skip * width : (skip + stop - start) * width]
+                if width == 3:
                     b = raw.reshape(-1, 3).astype(np.int32)
                     digital = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
                     digital = (digital ^ 0x800000) - 0x800000  # sign-extend 24 bits
                 else:
                     digital = raw.view("<i2")
-                gain, shift = gains[k]
-                out[k] = (digital + shift) * gain * scales[k]
+                out[k] = (digital + offset) * gain * scale
             return out
 
         return read
 
 
-def open_edf(path: str | Path, bdf: bool = False) -> EdfFile:
-    """Open the EDF (or ``bdf``) file at ``path``: header checked, no data read yet.
+def _calibration_fields(
+    header: EdfHeader, fmt: SampleFormat, index: int, where: str
+) -> tuple[tuple[int, int], tuple[float, float]]:
+    """Signal ``index``'s digital and physical range, parsed and range-checked."""
+    values = {name: header.signals[name][index] for name, _ in SIGNAL_FIELDS}
+    low, high = fmt.digital
+    digital = []
+    for name in ("digital_min", "digital_max"):
+        value = parse_number(values[name], name, where, integer=True)
+        if not low <= value <= high:
+            raise RecordingError(
+                f"{where}{name} is {value}; expected {low}..{high} for {fmt.width * 8}-bit "
+                f"{fmt.name} samples)"
+            )
+        digital.append(value)
+    physical = [
+        parse_number(values[name], name, where, integer=False)
+        for name in ("physical_min", "physical_max")
+    ]
+    return (digital[0], digital[1]), (physical[0], physical[1])
 
-    A RecordingError if the header is truncated or corrupt, the recording discontinuous
-    (EDF+D/BDF+D), or the file shorter than its header says.
+
+def _check_size(
+    path: Path, fmt: SampleFormat, header_bytes: int, num_records: int, per_record: int
+) -> int:
+    """The number of data records, from the header checked against the file's size.
+
+    ``per_record``: samples in one data record, all signals together. With ``num_records``
+    -1 (an EDF+ writer that never finished its header) the count is the complete records
+    there are, with a warning if a partial record follows them.
+    """
+    size = path.stat().st_size
+    record_bytes = per_record * fmt.width
+    data_bytes = size - header_bytes
+    if num_records == -1:
+        count, left = divmod(data_bytes, record_bytes)
+        if left:
+            warnings.warn(
+                f"{path}: the last {left} bytes are a partial data record of {record_bytes} "
+                "bytes; read the complete records only",
+                stacklevel=4,
+            )
+        if count:
+            return count
+    expected = header_bytes + num_records * record_bytes
+    if num_records >= 1 and size == expected:
+        return num_records
+    if num_records < 1:
+        raise RecordingError(
+            f"{path} holds no complete data record: num_records is {num_records}, and "
+            f"{data_bytes} bytes follow the {header_bytes}-byte header (one record is "
+            f"{record_bytes} bytes)"
+        )
+    if data_bytes == num_records * per_record * fmt.other.width:
+        other = fmt.other
+        cause = (
+            f"; that is the size with {other.width * 8}-bit samples: a {other.name} file with "
+            f"{'an' if fmt is EDF else 'a'} {fmt.name} header?"
+        )
+    elif size < expected:
+        cause = f"; the file is cut short after {data_bytes // record_bytes} complete data records"
+    else:
+        cause = f"; {size - expected} bytes follow the last data record"
+    raise RecordingError(
+        f"{path} is truncated or corrupt: its header declares {num_records} data records of "
+        f"{record_bytes} bytes ({expected} bytes with the {header_bytes}-byte header), but the "
+        f"file is {size} bytes{cause}"
+    )
+
+
+def open_edf(path: str | Path, bdf: bool = False) -> EdfFile:
+    """Open the EDF (or ``bdf``) file at ``path``: header validated, no data read yet.
+
+    A RecordingError naming the field if the header is truncated or corrupt, if the
+    recording is discontinuous (EDF+D/BDF+D), or if the file's size differs from the one its
+    header declares.
     """
     edfio = require("edfio", "edf")
     path = Path(path)
-    fmt = "BDF" if bdf else "EDF"
+    fmt = BDF if bdf else EDF
     header = read_header(path, bdf)
+    corrupt = f"{path} is not a valid {fmt.name} file: corrupt header ("
+    fields = header.fields
+    if fields["version"] != fmt.magic:
+        raise RecordingError(f"{corrupt}version is {fields['version']!r}; expected {fmt.magic!r})")
+    if fields["reserved"].startswith(("EDF+D", "BDF+D")):
+        raise RecordingError(
+            f"{path} is a discontinuous {fmt.name}+D recording (gaps between data records), "
+            "which cannot be cut into evenly timed windows"
+        )
+    num_records = int(fields["num_records"])  # a whole number: checked by read_header
+    if num_records < -1:
+        raise RecordingError(f"{corrupt}num_records is {num_records}; expected >= 1, or -1)")
+    duration = parse_number(fields["record_duration"], "record_duration", corrupt, integer=False)
+    if not duration > 0:
+        raise RecordingError(f"{corrupt}record_duration is {duration:g}; expected > 0 s)")
+    labels = header.signals["label"]
+    ordinary = {i for i, label in enumerate(labels) if label != f"{fmt.name} Annotations"}
+    per_record, numbers = [], []
+    for i, label in enumerate(labels):
+        where = f"{corrupt}signal {i + 1} {label!r}: "
+        text = header.signals["samples_per_record"][i]
+        spr = parse_number(text, "samples_per_record", where, integer=True)
+        if spr < 1:
+            problem = "negative samples per record" if spr < 0 else "no samples per record"
+            raise RecordingError(f"{where}samples_per_record is {spr} ({problem}); expected >= 1)")
+        if i in ordinary and not spr / duration <= MAX_SAMPLING_RATE:
+            raise RecordingError(
+                f"{where}samples_per_record {spr} in a record_duration of {duration:g} s is "
+                f"{spr / duration:g} Hz; expected at most {MAX_SAMPLING_RATE:g} Hz "
+                "(MAX_SAMPLING_RATE))"
+            )
+        per_record.append(spr)
+    num_records = _check_size(path, fmt, header.header_bytes, num_records, sum(per_record))
+    starts = [0, *itertools.accumulate(per_record)]  # in samples, from the record's start
+    for i in sorted(ordinary):
+        where = f"{corrupt}signal {i + 1} {labels[i]!r}: "
+        fields_i = _calibration_fields(header, fmt, i, where)
+        numbers.append((per_record[i], per_record[i] / duration, *fields_i, starts[i] * fmt.width))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "file contains 0 records": we pass the header only
             read = edfio.read_bdf if bdf else edfio.read_edf
             parsed = read(header.raw, header_encoding="latin-1")
-        # edfio parses fields when they are read: read them all here.
-        record_duration = parsed.data_record_duration
-        signals = [
-            (s.label, s.physical_dimension, s.sampling_frequency, s.digital_range, s.physical_range)
-            for s in parsed.signals
-        ]
-        # Samples per record of every signal, annotation signals included.
-        per_record = [int(n) for n in header.signals["samples_per_record"]]
+        decoded = [(s.label, s.physical_dimension) for s in parsed.signals]
     except (ValueError, IndexError, ArithmeticError, NameError) as err:
-        raise RecordingError(f"{path} is not a valid {fmt} file: corrupt header ({err})") from None
-    if any(n < 0 for n in per_record):
-        raise RecordingError(
-            f"{path} is not a valid {fmt} file: corrupt header (negative samples per record)"
-        )
-    if header.fields["reserved"].startswith(("EDF+D", "BDF+D")):
-        raise RecordingError(
-            f"{path} is a discontinuous {fmt}+D recording (gaps between data records), which "
-            "cannot be cut into evenly timed windows"
-        )
-    ordinary = [
-        i for i, label in enumerate(header.signals["label"]) if label != f"{fmt} Annotations"
-    ]
-    width = 3 if bdf else 2
-    record_bytes = sum(per_record) * width
-    if len(ordinary) != len(signals) or not signals or record_bytes <= 0:
-        raise RecordingError(f"{path} holds no signals edfio can read ({fmt} header)")
-    data_bytes = path.stat().st_size - header.header_bytes
-    available = data_bytes // record_bytes
-    num_records = int(header.fields["num_records"])  # checked by read_header
+        raise RecordingError(f"{corrupt}edfio: {err})") from None
+    if len(decoded) != len(ordinary) or not ordinary:
+        raise RecordingError(f"{path} holds no signals edfio can read ({fmt.name} header)")
     notes = []
-    if num_records < 0:  # -1: the writer never finished the header; use what is there
-        num_records = available
-        notes.append(f"header has no record count: using the {available} complete records")
-    elif available < num_records:
-        raise RecordingError(
-            f"{path} is truncated or corrupt: its header declares {num_records} data records of "
-            f"{record_bytes} bytes, but the file holds {data_bytes} bytes of data"
-        )
+    if int(fields["num_records"]) == -1:
+        notes.append(f"header has no record count: using the {num_records} complete records")
+    signals = tuple(
+        EdfSignal(label, unit, *values)
+        for (label, unit), values in zip(decoded, numbers, strict=True)
+    )
     steps = (
-        f"read {fmt} {path.name}: {len(signals)} signal(s), {num_records} record(s) of "
-        f"{record_duration:g} s ({num_records * record_duration:g} s)",
+        f"read {fmt.name} {path.name}: {len(signals)} signal(s), {num_records} record(s) of "
+        f"{duration:g} s ({num_records * duration:g} s)",
         *notes,
     )
     return EdfFile(
         path=path,
-        bdf=bdf,
-        labels=tuple(label for label, *_ in signals),
-        units=tuple(unit for _, unit, *_ in signals),
-        sfreqs=tuple(sfreq for _, _, sfreq, *_ in signals),
-        samples_per_record=tuple(per_record[i] for i in ordinary),
+        format=fmt,
+        record_duration=duration,
         num_records=num_records,
-        ranges=tuple((digital, physical) for *_, digital, physical in signals),
-        offsets=tuple(sum(per_record[:i]) for i in ordinary),
+        signals=signals,
         header_bytes=header.header_bytes,
-        record_bytes=record_bytes,
+        record_bytes=sum(per_record) * fmt.width,
         steps=steps,
     )

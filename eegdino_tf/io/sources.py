@@ -29,14 +29,14 @@ from eegdino_tf.io.channels import (
     unit_to_uv,
 )
 from eegdino_tf.io.edf import open_edf
-from eegdino_tf.io.windows import Windowing, resample_factors
+from eegdino_tf.io.windows import Stream, Windowing
 
 _log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class Recording(Windowing):
-    """An EEG recording opened for streaming: picked channels, microvolts, native rate.
+    """An EEG recording opened for streaming: picked channels, microvolts, native rates.
 
     Make one with :func:`open_recording`. Nothing but the header is read until data is asked
     for; :meth:`windows` streams model-ready windows in chunks of bounded size (the
@@ -46,24 +46,29 @@ class Recording(Windowing):
         channels: the channel names in model order (as requested, or
             :data:`~eegdino_tf.io.channels.STANDARD_CHANNELS`).
         source_channels: the matching labels in the source.
-        sfreq: the native sampling rate in Hz.
-        n_samples: native samples per channel.
         steps: what was done to the data, one line per step.
-        reader: ``reader(start, stop)`` -> native samples ``[C, stop - start]`` in microvolts.
+        streams: the channels by native rate (:class:`~eegdino_tf.io.windows.Stream`, one
+            for each rate among the picked channels), each resampled to 200 Hz on its own.
     """
 
     channels: tuple[str, ...]
     source_channels: tuple[str, ...]
-    sfreq: float
-    n_samples: int
     steps: list[str]
-    reader: Callable[[int, int], np.ndarray] = dataclasses.field(repr=False)
-    up: int = dataclasses.field(init=False)
-    down: int = dataclasses.field(init=False)
+    streams: tuple[Stream, ...]
 
     def __post_init__(self) -> None:
-        self.up, self.down = resample_factors(self.sfreq)
-        if (self.up, self.down) == (1, 1):
+        if len(self.streams) > 1:
+            self.steps.append(
+                f"resampled each channel from its own rate to {SAMPLING_RATE:g} Hz with "
+                "scipy.signal.resample_poly (anti-aliased, streamed in chunks): "
+                + ", ".join(
+                    f"{self.source_channels[row]} {stream.sfreq:g} Hz (up {stream.up}, "
+                    f"down {stream.down})"
+                    for stream in self.streams
+                    for row in stream.rows
+                )
+            )
+        elif (self.stream.up, self.stream.down) == (1, 1):
             self.steps.append(f"already at {SAMPLING_RATE:g} Hz: not resampled")
         else:
             self.steps.append(
@@ -74,40 +79,83 @@ class Recording(Windowing):
         for line in self.steps:
             _log.info("%s", line)
 
+    @property
+    def stream(self) -> Stream:
+        """The one stream of a recording whose channels share a native rate."""
+        if len(self.streams) > 1:
+            raise RecordingError(
+                "the channels have different native rates ("
+                + ", ".join(f"{s.sfreq:g} Hz" for s in self.streams)
+                + "): read them by native rate through recording.streams"
+            )
+        return self.streams[0]
+
+    @property
+    def sfreq(self) -> float:
+        """The native sampling rate in Hz (channels at one rate only)."""
+        return self.stream.sfreq
+
+    @property
+    def n_samples(self) -> int:
+        """Native samples per channel (channels at one rate only)."""
+        return self.stream.n_samples
+
+    @property
+    def up(self) -> int:
+        """The upsampling factor to 200 Hz (channels at one rate only)."""
+        return self.stream.up
+
+    @property
+    def down(self) -> int:
+        """The downsampling factor to 200 Hz (channels at one rate only)."""
+        return self.stream.down
+
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Native samples ``[start, stop)`` of the picked channels: ``[C, stop - start]`` µV."""
+        """Native samples ``[start, stop)`` of the picked channels: ``[C, stop - start]`` µV
+        (channels at one rate only)."""
         if not 0 <= start <= stop <= self.n_samples:
             raise RecordingError(
                 f"samples [{start}, {stop}) are outside the recording (0..{self.n_samples})"
             )
-        return self.reader(start, stop)
+        return self.stream.read(start, stop)
+
+
+def _one_stream(channels: int, sfreq: float, n_samples: int, reader: Callable) -> tuple[Stream]:
+    """The streams of a source whose ``channels`` all run at ``sfreq``."""
+    return (Stream(tuple(range(channels)), float(sfreq), n_samples, reader),)
 
 
 def _open_edf(
     path: Path, bdf: bool, channels: Sequence[str] | str | None, unit: str | None
 ) -> Recording:
-    """A :class:`Recording` over an EDF/BDF file: header now, data records on demand."""
+    """A :class:`Recording` over an EDF/BDF file: header now, data records on demand.
+
+    The picked channels are grouped by samples per record, one stream each.
+    """
     edf = open_edf(path, bdf)
     labels = edf.labels
     eeg = [is_eeg_label(label) for label in labels]
     picked, names = pick(labels, eeg, channels, str(path))
-    rates = {edf.sfreqs[i] for i in picked}
-    if len(rates) > 1:
-        raise RecordingError(
-            f"the picked channels of {path} have different sampling rates "
-            f"({', '.join(f'{labels[i]}: {edf.sfreqs[i]:g} Hz' for i in picked)})"
-        )
-    units = [edf.units[i] if unit is None else unit for i in picked]
+    units = [edf.signals[i].unit if unit is None else unit for i in picked]
     scales = [unit_to_uv(u, labels[i]) for u, i in zip(units, picked, strict=True)]
-    reader = edf.reader(picked, scales)
+    groups: dict[int, list[int]] = {}
+    for row, i in enumerate(picked):
+        groups.setdefault(edf.signals[i].samples_per_record, []).append(row)
+    streams = tuple(
+        Stream(
+            tuple(rows),
+            edf.signals[picked[rows[0]]].sfreq,
+            edf.num_records * spr,
+            edf.reader([picked[row] for row in rows], [scales[row] for row in rows]),
+        )
+        for spr, rows in groups.items()
+    )
     steps = [
         *edf.steps,
         *describe_pick(labels, picked, names, eeg),
         *describe_units(units, scales),
     ]
-    n_samples = edf.num_records * edf.samples_per_record[picked[0]]
-    source_channels = tuple(labels[i] for i in picked)
-    return Recording(names, source_channels, rates.pop(), n_samples, steps, reader)
+    return Recording(names, tuple(labels[i] for i in picked), steps, streams)
 
 
 def _open_mne(raw: Any, channels: Sequence[str] | str | None) -> Recording:
@@ -137,9 +185,8 @@ def _open_mne(raw: Any, channels: Sequence[str] | str | None) -> Recording:
         f"converted {len(picked)} channel(s) from 'V' (MNE's unit) to uV (x1e+06)",
     ]
     source_channels = tuple(labels[i] for i in picked)
-    return Recording(
-        names, source_channels, float(raw.info["sfreq"]), int(raw.n_times), steps, reader
-    )
+    streams = _one_stream(len(picked), raw.info["sfreq"], int(raw.n_times), reader)
+    return Recording(names, source_channels, steps, streams)
 
 
 def _open_array(
@@ -174,9 +221,8 @@ def _open_array(
         *describe_pick(labels, picked, names, eeg),
         *describe_units([unit] * len(picked), [scale] * len(picked)),
     ]
-    return Recording(
-        names, tuple(labels[i] for i in picked), float(sfreq), data.shape[1], steps, reader
-    )
+    streams = _one_stream(len(picked), sfreq, data.shape[1], reader)
+    return Recording(names, tuple(labels[i] for i in picked), steps, streams)
 
 
 def open_recording(

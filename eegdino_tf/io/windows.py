@@ -1,13 +1,15 @@
 """Streaming resampling to 200 Hz and cutting into windows, with bounded memory.
 
-:class:`Windowing` gives :class:`~eegdino_tf.io.sources.Recording` its ``resampled``,
+:class:`Stream` is some channels at one native rate; :class:`Windowing` gives
+:class:`~eegdino_tf.io.sources.Recording` (one stream per native rate) its ``resampled``,
 ``window_starts``, ``describe_windows`` and ``windows`` methods.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 
 import numpy as np
@@ -17,16 +19,29 @@ from eegdino_tf.errors import RecordingError, require
 
 #: Seconds of 200 Hz output resampled per chunk when streaming.
 CHUNK_SECONDS = 60.0
+#: The largest resampling factor (up or down) accepted: ``resample_poly``'s filter has
+#: ``20 * max(up, down) + 1`` taps (1.6 MB at this limit), e.g. 173.61 Hz is up 20000 / down
+#: 17361.
+MAX_RESAMPLE_FACTOR = 50_000
 
 
 def resample_factors(sfreq: float) -> tuple[int, int]:
-    """``(up, down)`` with ``sfreq * up / down == 200`` exactly (coprime integers)."""
+    """``(up, down)`` with ``sfreq * up / down == 200`` exactly (coprime integers).
+
+    An error unless both are at most :data:`MAX_RESAMPLE_FACTOR`.
+    """
     if not (math.isfinite(sfreq) and sfreq > 0):
         raise RecordingError(f"invalid sampling rate {sfreq!r} Hz")
     rate = Fraction(sfreq).limit_denominator(1000)
     if abs(float(rate) - sfreq) > 1e-9 * sfreq:
         raise RecordingError(f"sampling rate {sfreq!r} Hz is not a ratio of small integers")
     ratio = Fraction(int(SAMPLING_RATE)) / rate
+    if max(ratio.numerator, ratio.denominator) > MAX_RESAMPLE_FACTOR:
+        raise RecordingError(
+            f"sampling rate {sfreq!r} Hz needs resampling by up {ratio.numerator} / down "
+            f"{ratio.denominator} to reach {SAMPLING_RATE:g} Hz; expected factors of at most "
+            f"{MAX_RESAMPLE_FACTOR} (MAX_RESAMPLE_FACTOR)"
+        )
     return ratio.numerator, ratio.denominator
 
 
@@ -51,56 +66,86 @@ def seconds_to_samples(seconds: float, what: str, *, whole_seconds: bool) -> int
     return round(count)
 
 
-class Windowing:
-    """Resampling and windowing over ``read(start, stop)`` (native samples ``[C, n]`` µV).
+@dataclasses.dataclass(frozen=True)
+class Stream:
+    """Channels of a recording that share one native rate, read and resampled together.
 
-    A mixin: the class using it provides ``channels``, ``sfreq``, ``n_samples``, ``up``,
-    ``down`` (from :func:`resample_factors`) and ``read``.
+    ``rows`` are their places in the recording's channel order; ``read(start, stop)`` gives
+    native samples ``[len(rows), stop - start]`` in microvolts; ``up``/``down`` are the
+    factors to 200 Hz (:func:`resample_factors`).
+    """
+
+    rows: tuple[int, ...]
+    sfreq: float
+    n_samples: int
+    read: Callable[[int, int], np.ndarray] = dataclasses.field(repr=False)
+    up: int = dataclasses.field(init=False)
+    down: int = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        up, down = resample_factors(self.sfreq)
+        object.__setattr__(self, "up", up)
+        object.__setattr__(self, "down", down)
+
+    @property
+    def n_resampled(self) -> int:
+        """Samples at 200 Hz (``ceil(n_samples * up / down)``, ``resample_poly``'s length)."""
+        return -(-self.n_samples * self.up // self.down)
+
+    def resampled(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``[start, stop)`` at 200 Hz, float64 ``[len(rows), stop - start]``: equal to
+        the same part of ``resample_poly`` over the whole stream.
+
+        Reads only the native span plus a margin on both sides wider than the anti-aliasing
+        filter, beginning on a sample where the input and output grids coincide.
+        """
+        up, down = self.up, self.down
+        if (up, down) == (1, 1):
+            return self.read(start, stop)
+        signal = require("scipy.signal", "edf")
+        margin = 10 * max(up, down) // up + 2  # the filter's half-length, in native samples
+        first = max(0, start * down // up - margin) // down * down  # on the common grid
+        last = min(self.n_samples, -(-stop * down // up) + margin)
+        y = signal.resample_poly(self.read(first, last), up, down, axis=-1)
+        offset = first * up // down  # the 200 Hz index of y[:, 0]
+        return y[:, start - offset : stop - offset]
+
+
+class Windowing:
+    """Resampling and windowing over ``streams`` (:class:`Stream`, together all channels).
+
+    A mixin: the class using it provides ``channels`` and ``streams``. Each stream is
+    resampled from its own rate to 200 Hz; the streams span the same time, and the recording
+    at 200 Hz is as long as the shortest of them (one that rounds up to one more sample has
+    that sample dropped).
     """
 
     channels: tuple[str, ...]
-    sfreq: float
-    n_samples: int
-    up: int
-    down: int
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        raise NotImplementedError
+    streams: tuple[Stream, ...]
 
     @property
     def duration_s(self) -> float:
         """Length in seconds."""
-        return self.n_samples / self.sfreq
+        return min(stream.n_samples / stream.sfreq for stream in self.streams)
 
     @property
     def n_resampled(self) -> int:
-        """Samples per channel at 200 Hz (``ceil(n_samples * up / down)``)."""
-        return -(-self.n_samples * self.up // self.down)
+        """Samples per channel at 200 Hz."""
+        return min(stream.n_resampled for stream in self.streams)
 
     def resampled(self, chunk_seconds: float = CHUNK_SECONDS) -> Iterator[np.ndarray]:
         """The whole recording at 200 Hz, as consecutive float64 blocks ``[C, n]`` of microvolts.
 
-        Each block is resampled from its native span plus a margin on both sides wider than
-        the anti-aliasing filter, and block edges fall on exact sample-grid coincidences, so
-        the concatenation equals ``resample_poly`` of the whole signal.
+        The concatenation equals ``resample_poly`` of each stream's whole signal.
         """
-        up, down = self.up, self.down
-        block = up * max(1, round(chunk_seconds * SAMPLING_RATE / up))  # output samples
-        if (up, down) == (1, 1):
-            for start in range(0, self.n_samples, block):
-                yield self.read(start, min(start + block, self.n_samples))
-            return
-        signal = require("scipy.signal", "edf")
-        half = 10 * max(up, down)  # resample_poly's filter half-length, in upsampled samples
-        margin = down * -(-(half // up + 2) // down)  # native samples, a multiple of down
-        for out_start in range(0, self.n_resampled, block):
-            out_stop = min(out_start + block, self.n_resampled)
-            begin = out_start * down // up  # exact: out_start is a multiple of up
-            first = max(0, begin - margin)
-            last = min(self.n_samples, begin + block * down // up + margin)
-            y = signal.resample_poly(self.read(first, last), up, down, axis=-1)
-            offset = (begin - first) * up // down
-            yield y[:, offset : offset + out_stop - out_start]
+        block = max(1, round(chunk_seconds * SAMPLING_RATE))
+        total = self.n_resampled
+        for start in range(0, total, block):
+            stop = min(start + block, total)
+            out = np.empty((len(self.channels), stop - start))
+            for stream in self.streams:
+                out[list(stream.rows)] = stream.resampled(start, stop)
+            yield out
 
     def window_starts(
         self, window: float = 10, stride: float | None = None, pad_tail: bool = False
