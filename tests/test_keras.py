@@ -50,6 +50,18 @@ def test_predict_any_batch_size(batch_size):
     assert nrmse(tiny_encoder().predict(x, batch_size=batch_size, verbose=0), expected) <= 2e-6
 
 
+def test_predict_allocates_little_more_than_its_result():
+    from hostile import outcome
+
+    x = np.random.default_rng(0).normal(0, 30, (200, 19, 2000)).astype(np.float32)
+    model = tiny_encoder()
+    model.predict(x[:8], batch_size=8, verbose=0)  # traced before measuring
+    result_bytes = 200 * 191 * 64 * 4
+    out = outcome(lambda: model.predict(x, batch_size=8, verbose=0), max_bytes=result_bytes + 2**22)
+    assert out.nbytes == result_bytes
+    assert nrmse(out[-8:], model(x[-8:]).numpy()) <= AGREE
+
+
 def test_compiled_with_jit_predict_matches():
     model = eegdino_tf.load_encoder(TINY / "tiny_encoder.safetensors", norm_groups=4)
     model.compile(jit_compile=True)
