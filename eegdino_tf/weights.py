@@ -287,18 +287,22 @@ def infer_config(tensors: dict[str, np.ndarray], **overrides: Any) -> EEGDinoCon
     does not hold the GroupNorm group count: it is the size table's for a released shape, and
     for any other it must be given (``norm_groups=``), or this raises.
     """
-    config, groups = _inferred_config(tensors, overrides)
+    config, groups = infer_shape(tensors, **overrides)
     if groups is None:
         raise WeightsError(_unknown_groups(config, "so it cannot be loaded without it"))
     return config
 
 
-def _inferred_config(
-    tensors: dict[str, np.ndarray], overrides: dict[str, Any]
+def infer_shape(
+    tensors: dict[str, np.ndarray], **overrides: Any
 ) -> tuple[EEGDinoConfig, int | None]:
-    """The shape the tensors tell, within the limits of :mod:`eegdino_tf.config`, with
-    ``overrides``; and its group count, None when unknown (the config then holds 1, which no
-    tensor's shape depends on). Bad tensors are a WeightsError, bad overrides a ConfigError."""
+    """The shape the tensors tell, checked within the limits of :mod:`eegdino_tf.config`, with
+    ``overrides``; and the GroupNorm group count, None when unknown. For callers that need no
+    group count (conversion, description): when it is None, the config's ``norm_groups`` is a
+    stand-in 1 (no tensor's shape depends on it) and the config must not be built.
+
+    Bad tensors raise :class:`WeightsError`, bad overrides :class:`ConfigError`.
+    """
 
     def first(key: str, axis: int) -> int:
         if key not in tensors:
@@ -366,7 +370,7 @@ def describe_weights(
     returned ``config["norm_groups"]`` is None and ``"norm_groups_unknown"`` says what to pass.
     """
     normalized = normalize_state_dict(read_tensors(path))
-    config, groups = _inferred_config(normalized.tensors, overrides)
+    config, groups = infer_shape(normalized.tensors, **overrides)
     head = normalized.has_head
     classes = num_classes(normalized) if head else None
     validate_weights(normalized, config, num_classes=classes, check_finite=check_weights)
