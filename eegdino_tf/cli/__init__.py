@@ -21,7 +21,7 @@ from eegdino_tf.cli.options import translate
 from eegdino_tf.errors import EEGDinoError
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ("info", "demo", "convert", "encode", "finetune", "export", "bench")
+COMMANDS = ("info", "demo", "convert", "encode", "encode_corpus", "finetune", "export", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

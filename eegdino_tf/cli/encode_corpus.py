@@ -1,0 +1,90 @@
+"""``eegdino-tf encode-corpus 'recordings/**/*.edf' --weights W --output DIR``: many recordings
+to Parquet embeddings with Apache Beam, on any runner; the logic is :mod:`eegdino_tf.beam`."""
+
+from __future__ import annotations
+
+import argparse
+
+from eegdino_tf.cli.options import (
+    add_classifier,
+    add_model_options,
+    add_window_options,
+    model_options,
+)
+
+RUNNERS = ("DirectRunner", "PrismRunner", "FlinkRunner", "SparkRunner", "DataflowRunner")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "encode-corpus",
+        help="encode a corpus of recordings into Parquet embeddings with Apache Beam",
+        description=(
+            "Read, window and encode every recording (as `encode` does) in an Apache Beam "
+            "pipeline; write one Parquet file per recording under OUTPUT/embeddings, failures "
+            "to OUTPUT/errors.jsonl and a per-recording report to OUTPUT/recordings.jsonl. "
+            "A rerun skips the recordings already written. Needs the beam extra."
+        ),
+    )
+    parser.add_argument(
+        "patterns", nargs="*", metavar="PATTERN", help="recording globs or paths (quote globs)"
+    )
+    parser.add_argument("--manifest", help="text file with one recording path per line")
+    parser.add_argument(
+        "--weights", required=True, help="weight file (.safetensors or .pt; any Beam filesystem)"
+    )
+    parser.add_argument("--output", "-o", required=True, help="output folder (any Beam filesystem)")
+    add_window_options(parser)
+    parser.add_argument("--unit", help="unit of the data if the files' is missing or wrong")
+    parser.add_argument("--pad-tail", action="store_true", help="zero-pad the last window")
+    parser.add_argument("--tokens", action="store_true", help="also save all tokens")
+    add_classifier(parser, "the weights are a finetuned classifier")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per batch")
+    add_model_options(parser, precision="float32")
+    group = parser.add_argument_group("pipeline")
+    group.add_argument("--runner", choices=RUNNERS, default="DirectRunner", help="Beam runner")
+    group.add_argument(
+        "--pipeline-options",
+        nargs=argparse.REMAINDER,
+        default=[],
+        metavar="OPTION",
+        help="everything after this flag goes to Beam's PipelineOptions "
+        "(--direct_num_workers=2 --direct_running_mode=multi_processing, --flink_master=..., "
+        "--project=... --region=... --temp_location=gs://...); put it last",
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from eegdino_tf.beam import ERRORS, encode_corpus
+
+    result = encode_corpus(
+        args.weights,
+        args.output,
+        patterns=args.patterns,
+        manifest=args.manifest,
+        pipeline_options=[f"--runner={args.runner}", *args.pipeline_options],
+        classifier=args.classifier,
+        channels=args.channels,
+        unit=args.unit,
+        window=args.window,
+        stride=args.stride,
+        pad_tail=args.pad_tail,
+        tokens=args.tokens,
+        batch_size=args.batch_size,
+        model_options=model_options(args),
+    )
+    statuses: dict[str, int] = {}
+    for line in result["recordings"]:
+        status = line["status"]
+        statuses[status] = statuses.get(status, 0) + 1
+        detail = f"{line['windows']} windows" if status != "failed" else line["error"]
+        print(f"- {line['recording']}: {status} ({detail})")
+    loads = result["metrics"].get("model_loads", 0)
+    summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
+    print(f"{len(result['recordings'])} recordings: {summary or 'none'}; model loads: {loads}")
+    if statuses.get("failed"):
+        print(f"failures: {args.output}/{ERRORS}")
+        return 1
+    return 0
