@@ -347,8 +347,8 @@ def _check_size(
     if data_bytes == num_records * per_record * fmt.other.width:
         other = fmt.other
         cause = (
-            f"; that is the size with {other.width * 8}-bit samples: a {other.name} file with "
-            f"{'an' if fmt is EDF else 'a'} {fmt.name} header?"
+            f"; that is the size with {other.width * 8}-bit samples: {other.name} data in a file "
+            f"marked {fmt.name}?"
         )
     elif size < expected:
         cause = f"; the file is cut short after {data_bytes // record_bytes} complete data records"

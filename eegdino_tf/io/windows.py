@@ -23,15 +23,23 @@ CHUNK_SECONDS = 60.0
 #: ``20 * max(up, down) + 1`` taps (1.6 MB at this limit), e.g. 173.61 Hz is up 20000 / down
 #: 17361.
 MAX_RESAMPLE_FACTOR = 50_000
+#: The lowest native sampling rate (Hz) resampled to 200 Hz: it bounds the 200 Hz signal at
+#: 20 samples per native sample.
+MIN_SAMPLING_RATE = 10.0
 
 
 def resample_factors(sfreq: float) -> tuple[int, int]:
     """``(up, down)`` with ``sfreq * up / down == 200`` exactly (coprime integers).
 
-    An error unless both are at most :data:`MAX_RESAMPLE_FACTOR`.
+    An error for a rate below :data:`MIN_SAMPLING_RATE`, or unless both factors are at most
+    :data:`MAX_RESAMPLE_FACTOR`.
     """
     if not (math.isfinite(sfreq) and sfreq > 0):
         raise RecordingError(f"invalid sampling rate {sfreq!r} Hz")
+    if sfreq < MIN_SAMPLING_RATE:
+        raise RecordingError(
+            f"sampling rate {sfreq!r} Hz is below {MIN_SAMPLING_RATE:g} Hz (MIN_SAMPLING_RATE)"
+        )
     rate = Fraction(sfreq).limit_denominator(1000)
     if abs(float(rate) - sfreq) > 1e-9 * sfreq:
         raise RecordingError(f"sampling rate {sfreq!r} Hz is not a ratio of small integers")
