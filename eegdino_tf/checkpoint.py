@@ -40,6 +40,7 @@ import pickletools
 import reprlib
 import types
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from itertools import islice
 from pathlib import Path
@@ -74,8 +75,9 @@ RESAVE_HINT = (
 
 #: Largest ``data.pkl`` read, in bytes (a released checkpoint's is under 1 MiB).
 MAX_PICKLE_BYTES = 32 * 2**20
-#: Most opcodes a ``data.pkl`` may hold; each builds at most one object, so this bounds them.
-MAX_PICKLE_OPS = 2**20
+#: Most opcodes a ``data.pkl`` may hold (a large model's pretraining checkpoint has ~50k); each
+#: builds at most one object, so this bounds them, and the time the pickle takes.
+MAX_PICKLE_OPS = 2**19
 #: Deepest nesting of containers in a ``data.pkl`` (a checkpoint nests about 4 deep).
 MAX_PICKLE_DEPTH = 100
 #: Widest int a ``data.pkl`` may hold, in bits (int64 and uint64 fit).
@@ -179,7 +181,7 @@ class _Archive:
                     buffer[done : done + len(chunk)] = chunk
                     done += len(chunk)
                 handle.read(1)  # reach the end of the record, where its CRC is checked
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as err:
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError) as err:
             raise CheckpointError(
                 f"{self.path}: zip record {name!r} is corrupt ({type(err).__name__}: "
                 f"{_one_line(err)})"
@@ -276,7 +278,7 @@ class _Unpickler:
                     f"{self.path}: data.pkl holds more than MAX_PICKLE_OPS={MAX_PICKLE_OPS} opcodes"
                 )
             if opcode.name == "STOP":
-                return self.stack.pop()
+                break
             run = self.ops.get(opcode.name)
             if run is None:
                 raise CheckpointError(
@@ -290,7 +292,7 @@ class _Unpickler:
                     f"{self.path}: malformed checkpoint ({type(err).__name__}: "
                     f"{_one_line(err)}) at data.pkl opcode {opcode.name}, byte {position}"
                 ) from None
-        raise CheckpointError(f"{self.path}: data.pkl ends without a STOP opcode")
+        return self.stack.pop()  # genops raises ValueError for a pickle without a STOP
 
     # -- values, marks and the memo -----------------------------------------------------------
 
@@ -350,26 +352,28 @@ class _Unpickler:
 
     def _nest(self, parent: Any, children: Iterable[Any]) -> None:
         """Record that ``children`` now sit inside ``parent`` (an unsealed container)."""
-        if id(parent) in self._sealed:
+        key, depths = id(parent), self._depth
+        if key in self._sealed:
             raise CheckpointError(
                 f"{self.path}: data.pkl changes a {type(parent).__name__} after placing it "
                 "inside another object (a cycle, or a shared object modified later); not read"
             )
-        depth = self._depth[id(parent)]
+        depth = depths[key]
         for child in children:
             if type(child) in _CONTAINER_TYPES:
-                if child is parent:
+                child_key = id(child)
+                if child_key == key:
                     raise CheckpointError(
                         f"{self.path}: data.pkl puts a {type(child).__name__} inside itself"
                     )
-                self._sealed.add(id(child))
-                depth = max(depth, self._depth[id(child)] + 1)
+                self._sealed.add(child_key)
+                depth = max(depth, depths[child_key] + 1)
         if depth > MAX_PICKLE_DEPTH:
             raise CheckpointError(
                 f"{self.path}: data.pkl nests containers deeper than "
                 f"MAX_PICKLE_DEPTH={MAX_PICKLE_DEPTH}"
             )
-        self._depth[id(parent)] = depth
+        depths[key] = depth
 
     def _keys(self, keys: Iterable[Any]) -> None:
         for key in keys:
