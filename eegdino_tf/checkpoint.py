@@ -148,25 +148,25 @@ class _Archive:
         info = self.zip.getinfo(name)
         if info.compress_type not in _READ_METHODS:
             raise CheckpointError(
-                f"{self.path}: zip record {name!r} uses compression method "
+                f"{self.path}: zip record {_brief(name)} uses compression method "
                 f"{info.compress_type}; only {' and '.join(_READ_METHODS.values())} records are "
                 "read (torch.save stores them uncompressed)"
             )
         if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
             raise CheckpointError(
-                f"{self.path}: stored zip record {name!r} declares {info.file_size} bytes but "
-                f"occupies {info.compress_size}"
+                f"{self.path}: stored zip record {_brief(name)} declares {info.file_size} "
+                f"bytes but occupies {info.compress_size}"
             )
         self.taken += info.compress_size
         self.inflated += info.file_size
         if self.taken > self.size:
             raise CheckpointError(
                 f"{self.path}: its zip records declare {self.taken} bytes, more than the "
-                f"file's {self.size} (overlapping or forged entries, at {name!r})"
+                f"file's {self.size} (overlapping or forged entries, at {_brief(name)})"
             )
         if self.inflated > MAX_INFLATE_RATIO * self.size:
             raise CheckpointError(
-                f"{self.path}: zip record {name!r} inflates to {info.file_size} bytes; the "
+                f"{self.path}: zip record {_brief(name)} inflates to {info.file_size} bytes; the "
                 f"records read would hold more than MAX_INFLATE_RATIO={MAX_INFLATE_RATIO} "
                 f"times the file's {self.size} bytes"
             )
@@ -183,12 +183,13 @@ class _Archive:
                 handle.read(1)  # reach the end of the record, where its CRC is checked
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError) as err:
             raise CheckpointError(
-                f"{self.path}: zip record {name!r} is corrupt ({type(err).__name__}: "
+                f"{self.path}: zip record {_brief(name)} is corrupt ({type(err).__name__}: "
                 f"{_one_line(err)})"
             ) from None
         if done < len(buffer):
             raise CheckpointError(
-                f"{self.path}: zip record {name!r} is truncated: {done} of its {len(buffer)} bytes"
+                f"{self.path}: zip record {_brief(name)} is truncated: {done} of its "
+                f"{len(buffer)} bytes"
             )
         return buffer
 
@@ -287,6 +288,8 @@ class _Unpickler:
                 )
             try:
                 run(arg)
+            except CheckpointError:
+                raise
             except (IndexError, KeyError, TypeError, AttributeError, ValueError) as err:
                 raise CheckpointError(
                     f"{self.path}: malformed checkpoint ({type(err).__name__}: "
@@ -441,13 +444,13 @@ class _Unpickler:
             return _StorageType(name, STORAGE_DTYPES[name])
         if module == "torch" and name.endswith("Storage"):
             raise CheckpointError(
-                f"{self.path} has a tensor of unsupported storage type torch.{name}; "
+                f"{self.path} has a tensor of unsupported storage type torch.{_clip(name)}; "
                 f"supported: {', '.join(STORAGE_DTYPES)}"
             )
         raise CheckpointError(
-            f"refusing to load {self.path}: the pickle asks for {module}.{name}, which is not "
-            "a tensor or a plain container (a checkpoint holding code or whole pickled models "
-            "is not loaded; re-save only its state_dict)"
+            f"refusing to load {self.path}: the pickle asks for {_clip(f'{module}.{name}')}, "
+            "which is not a tensor or a plain container (a checkpoint holding code or whole "
+            "pickled models is not loaded; re-save only its state_dict)"
         )
 
     def _stack_global(self, module: Any, name: Any) -> _Global | _StorageType:
@@ -482,7 +485,9 @@ class _Unpickler:
 
     def persistent_load(self, pid: Any) -> _Storage:
         """A ``('storage', type, key, location, numel)`` id: the storage, read once per key."""
-        if not (type(pid) is tuple and len(pid) == 5 and pid[0] == "storage"):
+        if not (
+            type(pid) is tuple and len(pid) == 5 and type(pid[0]) is str and pid[0] == "storage"
+        ):
             raise CheckpointError(
                 f"{self.path}: unsupported persistent id {_brief(pid)}; only tensor "
                 "storages are supported"
@@ -491,18 +496,18 @@ class _Unpickler:
         if type(key) not in (str, int):
             raise CheckpointError(f"{self.path}: storage key {_brief(key)} is not a name")
         if type(storage_type) is not _StorageType:
-            raise CheckpointError(f"{self.path}: storage {key!r} has no storage type")
+            raise CheckpointError(f"{self.path}: storage {_brief(key)} has no storage type")
         key, dtype = str(key), storage_type.dtype
         if type(numel) is not int or numel < 0:
             raise CheckpointError(
-                f"{self.path}: storage {key!r} declares {_brief(numel)} elements; expected a "
+                f"{self.path}: storage {_brief(key)} declares {_brief(numel)} elements; expected a "
                 "count >= 0"
             )
         if key in self.storages:
             known = self.storages[key].data
             if known.dtype != dtype or known.size != numel:
                 raise CheckpointError(
-                    f"{self.path}: storage {key!r} is declared as {known.size} "
+                    f"{self.path}: storage {_brief(key)} is declared as {known.size} "
                     f"{known.dtype.name} and as {numel} {dtype.name} elements"
                 )
             return self.storages[key]
@@ -514,11 +519,11 @@ class _Unpickler:
         size = self.archive.declared_size(record)
         if size is None:
             raise CheckpointError(
-                f"{self.path} is incomplete: storage record {record!r} is missing"
+                f"{self.path} is incomplete: storage record {_brief(record)} is missing"
             )
         if size < numel * dtype.itemsize:
             raise CheckpointError(
-                f"{self.path}: storage record {record!r} holds {size} bytes, too few for "
+                f"{self.path}: storage record {_brief(record)} holds {size} bytes, too few for "
                 f"{numel} {dtype.name} elements"
             )
         data = np.frombuffer(self.archive.read(record), dtype=dtype, count=numel)
@@ -547,7 +552,7 @@ class _Unpickler:
             or len(shape) > _MAX_NDIM
         ):
             raise CheckpointError(
-                f"{self.path}: storage {storage.key!r} has a tensor with a malformed shape "
+                f"{self.path}: storage {_brief(storage.key)} has a tensor with a malformed shape "
                 f"{_brief(size)}, strides {_brief(stride)} or offset {_brief(storage_offset)}"
             )
         data, numel = storage.data, math.prod(shape)
@@ -556,15 +561,16 @@ class _Unpickler:
         extent = offset[0] + sum((n - 1) * s for n, s in zip(shape, strides, strict=True)) + 1
         if extent > data.size or numel > data.size:
             raise CheckpointError(
-                f"{self.path}: storage {storage.key!r} holds {data.size} elements, too few for "
-                f"a tensor of shape {list(shape)}, strides {list(strides)}, offset {offset[0]}"
+                f"{self.path}: storage {_brief(storage.key)} holds {data.size} elements, too "
+                f"few for a tensor of shape {list(shape)}, strides {list(strides)}, offset "
+                f"{offset[0]}"
             )
         if _c_contiguous(shape, strides):
             return data[offset[0] : offset[0] + numel].reshape(shape)
         self.copied_bytes += numel * data.itemsize
         if self.copied_bytes > MAX_COPY_RATIO * self.storage_bytes:
             raise CheckpointError(
-                f"{self.path}: its strided tensors (at storage {storage.key!r}) would copy "
+                f"{self.path}: its strided tensors (at storage {_brief(storage.key)}) would copy "
                 f"{self.copied_bytes} bytes, more than MAX_COPY_RATIO={MAX_COPY_RATIO} times "
                 f"the {self.storage_bytes} bytes of its storages"
             )
@@ -600,6 +606,11 @@ def _c_contiguous(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
             return False
         expected *= n
     return True
+
+
+def _clip(text: str) -> str:
+    """``text`` for a message: as it is if short and printable, else a short repr."""
+    return text if len(text) <= 100 and text.isprintable() else _brief(text)
 
 
 def _one_line(err: BaseException) -> str:
@@ -687,7 +698,7 @@ def _load_archive(archive: _Archive) -> Any:
     size = archive.declared_size(pickled) or 0
     if size > MAX_PICKLE_BYTES:
         raise CheckpointError(
-            f"{archive.path}: {pickled!r} holds {size} bytes, more than "
+            f"{archive.path}: {_brief(pickled)} holds {size} bytes, more than "
             f"MAX_PICKLE_BYTES={MAX_PICKLE_BYTES}"
         )
     return _Unpickler(archive, prefix, byteorder).load(bytes(archive.read(pickled)))
@@ -705,7 +716,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
     for key in STATE_DICT_KEYS:
         if isinstance(obj.get(key), Mapping):
-            return _tensor_dict(obj[key], f"{path} entry {key!r}")
+            return _tensor_dict(obj[key], f"{path} entry {_brief(key)}")
     if obj and all(isinstance(v, np.ndarray) for v in obj.values()):
         return _tensor_dict(obj, str(path))
     raise CheckpointError(
