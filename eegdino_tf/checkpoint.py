@@ -290,7 +290,7 @@ class _Unpickler:
                 run(arg)
             except CheckpointError:
                 raise
-            except (IndexError, KeyError, TypeError, AttributeError, ValueError) as err:
+            except (LookupError, TypeError, AttributeError, ValueError, ArithmeticError) as err:
                 raise CheckpointError(
                     f"{self.path}: malformed checkpoint ({type(err).__name__}: "
                     f"{_one_line(err)}) at data.pkl opcode {opcode.name}, byte {position}"
@@ -695,7 +695,7 @@ def _load_archive(archive: _Archive) -> Any:
     if byteorder not in ("little", "big"):
         raise CheckpointError(f"{archive.path}: unknown byteorder record {_brief(byteorder)}")
     pickled = f"{prefix}data.pkl"
-    size = archive.declared_size(pickled) or 0
+    size = archive.zip.getinfo(pickled).file_size
     if size > MAX_PICKLE_BYTES:
         raise CheckpointError(
             f"{archive.path}: {_brief(pickled)} holds {size} bytes, more than "
