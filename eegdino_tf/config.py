@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Iterable
 from typing import Any
 
 from eegdino_tf.errors import ConfigError
@@ -100,7 +101,7 @@ class EEGDinoConfig:
             for name, limit in _DIMENSIONS
             if _dimension(getattr(self, name), limit) is None
         ]
-        widths = tuple(self.conv_channels) if _is_sequence(self.conv_channels) else ()
+        widths = _widths(self.conv_channels)
         convs = [_dimension(c, MAX_WIDTH) for c in widths]
         if len(convs) != 3 or None in convs:
             problems.append(
@@ -189,8 +190,11 @@ def _dimension(value: Any, limit: int) -> int | None:
     return int(value) if 1 <= value <= limit else None
 
 
-def _is_sequence(value: Any) -> bool:
-    return isinstance(value, (tuple, list))
+def _widths(value: Any) -> tuple:
+    """``value``'s items if it is a sequence of widths (not a string), else ``()``."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        return ()
+    return tuple(value)
 
 
 def class_count(num_classes: Any) -> int:

@@ -79,7 +79,10 @@ def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
         from eegdino_tf.checkpoint import read_state_dict
 
         return read_state_dict(path)
-    return _read_safetensors(path)
+    try:
+        return _read_safetensors(path)
+    except OSError as err:
+        raise WeightsError(f"cannot read {path}: {err.strerror or err}") from None
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -378,7 +381,7 @@ def describe_weights(
         "layout": normalized.layout,
         "size": "custom" if groups is None else config.name,
         "config": {**config.to_dict(), "norm_groups": groups},
-        "norm_groups_unknown": groups is None and _unknown_groups(config, "so it is unknown"),
+        "norm_groups_unknown": None if groups else _unknown_groups(config, "so it is unknown"),
         "encoder_parameters": int(sum(v.size for v in normalized.encoder_tensors().values())),
         "head": head,
         "num_classes": classes,

@@ -237,7 +237,7 @@ def test_a_width_without_a_released_size_needs_norm_groups(capsys):
     assert main(["info", str(TINY_ENCODER)]) == 0
     out = capsys.readouterr().out
     assert "GroupNorm groups unknown" in out and "pass --norm-groups G" in out
-    assert W.describe_weights(TINY_ENCODER, norm_groups=4)["norm_groups_unknown"] is False
+    assert W.describe_weights(TINY_ENCODER, norm_groups=4)["norm_groups_unknown"] is None
 
 
 def _fake(config: EEGDinoConfig) -> dict[str, np.ndarray]:
