@@ -33,6 +33,7 @@ from eegdino_tf.io.edf import (
     SIGNAL_FIELDS,
     read_header,
 )
+from eegdino_tf.io.windows import MIN_SAMPLING_RATE
 
 GENERATOR = TINY / "edfbrowser"
 EEG = ["C3", "Cz", "C4"]
@@ -257,6 +258,16 @@ def test_tiny_record_duration_with_pad_tail_is_bounded(tmp_path):
     assert not windows[0, 0, 360:].any()
 
 
+def test_rates_beyond_the_resampling_limits_name_the_channels(tmp_path):
+    slow = write(tmp_path, with_field(record_file(), "record_duration", "30"))
+    with pytest.raises(RecordingError) as err:
+        open_recording(slow, channels=EEG)
+    assert "channel(s) 'C3', 'Cz', 'C4' of " in str(err.value)
+    assert f"8.53333 Hz is below {MIN_SAMPLING_RATE:g} Hz (MIN_SAMPLING_RATE)" in str(err.value)
+    with pytest.raises(RecordingError, match="up 200000 / down 99991 .*MAX_RESAMPLE_FACTOR"):
+        open_recording(np.zeros((1, 400)), sfreq=99.991, ch_names=["Cz"], channels=["Cz"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Mixed rates: EDFbrowser's generator files, and one whose length at 200 Hz is fractional
 # ---------------------------------------------------------------------------------------------
@@ -385,6 +396,7 @@ def original(bdf: bool) -> bytes:
 @settings(
     max_examples=300,
     derandomize=True,
+    database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -141,21 +141,24 @@ def _open_edf(
     groups: dict[int, list[int]] = {}
     for row, i in enumerate(picked):
         groups.setdefault(edf.signals[i].samples_per_record, []).append(row)
-    streams = tuple(
-        Stream(
-            tuple(rows),
-            edf.signals[picked[rows[0]]].sfreq,
-            edf.num_records * spr,
-            edf.reader([picked[row] for row in rows], [scales[row] for row in rows]),
-        )
-        for spr, rows in groups.items()
-    )
+    streams = []
+    for spr, rows in groups.items():
+        reader = edf.reader([picked[row] for row in rows], [scales[row] for row in rows])
+        try:
+            streams.append(
+                Stream(
+                    tuple(rows), edf.signals[picked[rows[0]]].sfreq, edf.num_records * spr, reader
+                )
+            )
+        except RecordingError as err:
+            where = ", ".join(repr(labels[picked[row]]) for row in rows)
+            raise RecordingError(f"channel(s) {where} of {path}: {err}") from None
     steps = [
         *edf.steps,
         *describe_pick(labels, picked, names, eeg),
         *describe_units(units, scales),
     ]
-    return Recording(names, tuple(labels[i] for i in picked), steps, streams)
+    return Recording(names, tuple(labels[i] for i in picked), steps, tuple(streams))
 
 
 def _open_mne(raw: Any, channels: Sequence[str] | str | None) -> Recording:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -20,8 +21,8 @@ from eegdino_tf.errors import RecordingError, require
 #: Seconds of 200 Hz output resampled per chunk when streaming.
 CHUNK_SECONDS = 60.0
 #: The largest resampling factor (up or down) accepted: ``resample_poly``'s filter has
-#: ``20 * max(up, down) + 1`` taps (1.6 MB at this limit), e.g. 173.61 Hz is up 20000 / down
-#: 17361.
+#: ``20 * max(up, down) + 1`` taps (8 MB of float64 at this limit); 173.61 Hz, for one, is
+#: up 20000 / down 17361.
 MAX_RESAMPLE_FACTOR = 50_000
 #: The lowest native sampling rate (Hz) resampled to 200 Hz: it bounds the 200 Hz signal at
 #: 20 samples per native sample.
@@ -38,7 +39,7 @@ def resample_factors(sfreq: float) -> tuple[int, int]:
         raise RecordingError(f"invalid sampling rate {sfreq!r} Hz")
     if sfreq < MIN_SAMPLING_RATE:
         raise RecordingError(
-            f"sampling rate {sfreq!r} Hz is below {MIN_SAMPLING_RATE:g} Hz (MIN_SAMPLING_RATE)"
+            f"sampling rate {sfreq:g} Hz is below {MIN_SAMPLING_RATE:g} Hz (MIN_SAMPLING_RATE)"
         )
     rate = Fraction(sfreq).limit_denominator(1000)
     if abs(float(rate) - sfreq) > 1e-9 * sfreq:
@@ -95,6 +96,13 @@ class Stream:
         object.__setattr__(self, "up", up)
         object.__setattr__(self, "down", down)
 
+    @functools.cached_property
+    def _filter(self) -> np.ndarray:
+        """``resample_poly``'s own anti-aliasing filter for ``up``/``down``, designed once."""
+        signal = require("scipy.signal", "edf")
+        half = 10 * max(self.up, self.down)
+        return signal.firwin(2 * half + 1, 1 / max(self.up, self.down), window=("kaiser", 5.0))
+
     @property
     def n_resampled(self) -> int:
         """Samples at 200 Hz (``ceil(n_samples * up / down)``, ``resample_poly``'s length)."""
@@ -114,7 +122,7 @@ class Stream:
         margin = 10 * max(up, down) // up + 2  # the filter's half-length, in native samples
         first = max(0, start * down // up - margin) // down * down  # on the common grid
         last = min(self.n_samples, -(-stop * down // up) + margin)
-        y = signal.resample_poly(self.read(first, last), up, down, axis=-1)
+        y = signal.resample_poly(self.read(first, last), up, down, axis=-1, window=self._filter)
         offset = first * up // down  # the 200 Hz index of y[:, 0]
         return y[:, start - offset : stop - offset]
 
