@@ -107,7 +107,7 @@ def convert_checkpoint(
         raise ConfigError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
     source, output = Path(input_path), Path(output_path)
     normalized = W.normalize_state_dict(W.read_tensors(source))
-    config = W.infer_config(normalized.tensors)
+    config, _ = W.infer_shape(normalized.tensors)  # no group count needed to convert
     if layout == "rs" and normalized.has_head:
         raise WeightsError(
             f"{source} holds a classification head, but the rs layout is defined for the "
