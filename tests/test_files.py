@@ -116,3 +116,17 @@ def test_files_get_the_mode_of_any_new_file(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o640
+
+
+def test_convert_with_force_onto_a_folder_keeps_the_folder(tmp_path, capsys):
+    from conftest import TINY
+
+    from eegdino_tf.cli import main
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("keep")
+    code = main(["convert", str(TINY / "tiny_encoder.safetensors"), str(folder), "--force"])
+    assert code == 2
+    assert "is a folder and the output is a file" in capsys.readouterr().err
+    assert (folder / "precious.txt").read_text() == "keep"
