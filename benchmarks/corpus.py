@@ -24,7 +24,8 @@ from typing import Any
 
 from benchmarks.machine import load_average, machine_info, proc_status_mb, run_in_child
 
-CONTENDERS = ("encode", "beam-1-worker", "beam-2-workers")
+#: ``-1-thread``: each worker's TensorFlow gets one thread (the workers inherit the setting).
+CONTENDERS = ("encode", "beam-1-worker", "beam-2-workers", "beam-2-workers-1-thread")
 
 
 def make_corpus(folder: Path, files: int, seconds: int, size: str) -> tuple[str, list[str]]:
@@ -99,6 +100,9 @@ def run_contender(name: str, weights: str, paths: list[str], batch: int) -> dict
         from eegdino_tf.beam import encode_corpus
 
         count = 1 if name == "beam-1-worker" else 2
+        if name.endswith("-1-thread"):
+            for variable in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+                os.environ[variable] = "1"
         options = [
             f"--direct_num_workers={count}",
             "--direct_running_mode=multi_processing",

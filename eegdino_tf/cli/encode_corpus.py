@@ -44,6 +44,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     group = parser.add_argument_group("pipeline")
     group.add_argument("--runner", choices=RUNNERS, default="DirectRunner", help="Beam runner")
     group.add_argument(
+        "--model-copies",
+        type=int,
+        help="models per machine, shared by its worker processes (default: one per process)",
+    )
+    group.add_argument(
         "--pipeline-options",
         nargs=argparse.REMAINDER,
         default=[],
@@ -73,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         pad_tail=args.pad_tail,
         tokens=args.tokens,
         batch_size=args.batch_size,
+        model_copies=args.model_copies,
         model_options=model_options(args),
     )
     statuses: dict[str, int] = {}
