@@ -333,7 +333,14 @@ def infer_shape(
             embed_dim, len(layers), mlp_dim=mlp_dim, conv_channels=conv, norm_groups=1
         )
     except ConfigError as err:
-        raise WeightsError(f"the tensors do not form a valid model: {err}") from None
+        origins = {"embed_dim": "global_tokens", "mlp_dim": "encoder_layers.0.mlp.fc1.weight"}
+        named = [
+            f"{field} from {key!r} shaped {list(np.shape(tensors[key]))}"
+            for field, key in origins.items()
+            if f"{field}=" in str(err)
+        ]
+        where = f" ({'; '.join(named)})" if named else ""
+        raise WeightsError(f"the tensors do not form a valid model{where}: {err}") from None
     groups = overrides.get("norm_groups", preset_norm_groups(embed_dim, conv))
     return config.replace(**{**overrides, "norm_groups": 1 if groups is None else groups}), groups
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
 import eegdino_tf
+from eegdino_tf import models
 from eegdino_tf import weights as W
 from eegdino_tf.cli import main
 from eegdino_tf.config import MAX_DEPTH, PRESETS, EEGDinoConfig
@@ -93,16 +94,31 @@ def cli_error(capsys, *args: str) -> str:
 # --- the model is never built from unchecked shapes ------------------------------------------
 
 
-def test_zero_element_fc1_is_refused_before_anything_is_built(tmp_path, tiny, capsys):
+@pytest.fixture
+def nothing_built(monkeypatch):
+    """Loading fails the test if it gets as far as building a model."""
+
+    def build(*args, **kwargs):
+        raise AssertionError("a model was built from an unchecked file")
+
+    monkeypatch.setattr(models, "build_encoder", build)
+    monkeypatch.setattr(models, "build_classifier", build)
+
+
+def test_zero_element_fc1_is_refused_before_anything_is_built(
+    tmp_path, tiny, capsys, nothing_built
+):
     path = write(tmp_path, {**tiny, FC1: np.zeros((8_000_000, 0), np.float32)})
-    assert "mlp_dim=8000000 must be an integer in 1..16384" in load_error(path)
+    message = load_error(path)
+    assert f"mlp_dim from '{FC1}' shaped [8000000, 0]" in message
+    assert "mlp_dim=8000000 must be an integer in 1..16384" in message
     assert isinstance(outcome(lambda: W.describe_weights(path, norm_groups=4)), WeightsError)
     assert "mlp_dim=8000000" in cli_error(capsys, "info", str(path), "--norm-groups", "4")
     within = write(tmp_path, {**tiny, FC1: np.zeros((5000, 0), np.float32)}, "within.safetensors")
     assert f"'{FC1}' has shape [5000, 0], expected [5000, 64]" in load_error(within)
 
 
-def test_a_stray_layer_index_is_refused_not_built(tmp_path, tiny, capsys):
+def test_a_stray_layer_index_is_refused_not_built(tmp_path, tiny, capsys, nothing_built):
     stray = {**tiny, "encoder_layers.99999.norm1.weight": np.ones(64, np.float32)}
     path = write(tmp_path, stray)
     message = load_error(path)
@@ -131,7 +147,7 @@ def test_degenerate_inferred_shapes_are_weights_errors(tmp_path, tiny, key, shap
     assert f"key {key!r} has shape []" in message or "embed_dim=0 must be" in message
 
 
-def test_a_huge_head_is_refused_before_it_is_built(tmp_path):
+def test_a_huge_head_is_refused_before_it_is_built(tmp_path, nothing_built):
     tensors = load_file(str(TINY_CLASSIFIER))
     tensors["classifier.6.weight"] = np.zeros((8_000_000, 0), np.float32)
     path = write(tmp_path, tensors)
@@ -189,7 +205,7 @@ def test_non_finite_head_weights_are_refused_and_the_cli_names_the_flag(tmp_path
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.bool_, np.int64])
-def test_non_floating_weights_are_refused_with_key_and_dtype(tmp_path, tiny, dtype):
+def test_non_floating_weights_are_refused_with_key_and_dtype(tmp_path, tiny, dtype, nothing_built):
     path = write(tmp_path, {**tiny, FC1: np.ones((128, 64), dtype)})
     name = np.dtype(dtype).name
     assert f"key '{FC1}' has dtype {name}, expected a float" in load_error(path)
