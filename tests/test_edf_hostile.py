@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.signal import resample_poly
 
+from eegdino_tf import cli
 from eegdino_tf.errors import RecordingError
 from eegdino_tf.io import open_recording
 from eegdino_tf.io.edf import (
@@ -226,6 +227,19 @@ def test_physical_range_too_wide_for_float32_is_refused_not_nan(tmp_path):
     assert np.abs(windows).max() <= MAX_ABS_MICROVOLTS
     # Not picked: its calibration is never used, so it does not stop the other channels.
     assert np.isfinite(all_windows(write(tmp_path, huge), channels=["Cz", "C4"], window=1)).all()
+
+
+def test_cli_refuses_a_huge_physical_range_in_one_line(tmp_path, capsys):
+    """+-1e30 once gave exit 0 and an all-NaN .npz: now exit 2, one line, no output."""
+    raw = record_file()
+    huge = with_field(with_field(raw, "physical_min", "-1e30", 1), "physical_max", "1e30", 1)
+    out = tmp_path / "emb.npz"
+    weights = str(TINY / "tiny_encoder.safetensors")
+    argv = ["encode", str(write(tmp_path, huge)), "--weights", weights, "-o", str(out)]
+    assert cli.main([*argv, "--norm-groups", "4", "--channels", "C3,Cz,C4"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("eegdino-tf encode: error: channel 'C3' of ") and "\n" not in error
+    assert "physical_min is -1e+30 uV" in error and not out.exists()
 
 
 def high_rate_file(record_duration: str) -> bytes:

@@ -11,6 +11,15 @@ start and how wide they are, annotation signals included) and checks the file's 
 that layout. ``edfio`` decodes the labels and units and tells ordinary signals from EDF+
 annotation signals. The data records are read here, a span of records at a time, straight
 from the file.
+
+The limits, each named in the error that enforces it: :data:`MAX_SAMPLING_RATE` (every
+ordinary signal), :data:`MAX_ABS_MICROVOLTS` and :data:`MIN_STEP_MICROVOLTS` (the
+calibration of each channel read); resampling adds
+:data:`~eegdino_tf.io.windows.MIN_SAMPLING_RATE` and
+:data:`~eegdino_tf.io.windows.MAX_RESAMPLE_FACTOR`. A file whose size is not the header's
+(truncated, extended, or BDF data behind an EDF header) is an error; only an EDF+ header
+without a record count (``num_records`` -1) takes the count from the size, reading the
+complete records and warning about a partial one.
 """
 
 from __future__ import annotations
