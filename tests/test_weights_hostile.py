@@ -412,7 +412,7 @@ def _fuzz_file(blob: bytes) -> Path:
     return path
 
 
-@settings(_FUZZ, max_examples=150)
+@settings(_FUZZ, max_examples=400)
 @given(mutated_files())
 def test_fuzz_read_tensors(blob):
     path = _fuzz_file(blob)
@@ -422,7 +422,7 @@ def test_fuzz_read_tensors(blob):
     assert isinstance(describe, (dict, EEGDinoError))
 
 
-@settings(_FUZZ, max_examples=25)
+@settings(_FUZZ, max_examples=40)
 @given(mutated_files())
 def test_fuzz_load_encoder(blob):
     path = _fuzz_file(blob)
