@@ -98,13 +98,24 @@ _READ_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
 _READ_CHUNK = 2**20
 _MAX_NDIM = 64  # NumPy's
 
-_BRIEF = reprlib.Repr()
-_BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother = 3, 60, 60
+
+class _BriefRepr(reprlib.Repr):
+    """Reprs cut short (3 levels, 60 characters a string); an array by its dtype and shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother = 3, 60, 60
+
+    def repr_ndarray(self, array: np.ndarray, level: int) -> str:
+        return f"<{array.dtype} array of shape {list(array.shape)}>"
+
+
+_BRIEF = _BriefRepr()
 
 
 def _brief(value: Any) -> str:
-    """A short repr of an untrusted value, for an error message (bounded work)."""
-    return _BRIEF.repr(value)
+    """A short one-line repr of an untrusted value, for an error message (bounded work)."""
+    return " ".join(_BRIEF.repr(value).split())
 
 
 class _StorageType(NamedTuple):
