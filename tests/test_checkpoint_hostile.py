@@ -499,6 +499,9 @@ def _one_tensor(tmp_path: Path, numel: Any, offset: Any, shape: Any, strides: An
                                                (1, 0, (1,), (1,)))}}, "non-storage object"),
         (6, 0, (6,), (1,), {"more": {"v": PersistentId(("storage", 1, "0", "cpu", 6))}},
          "has no storage type"),
+        (6, 0, (6,), (1,), {"more": {"v": PersistentId((tensor("0", "FloatStorage", 6, 0, (2, 3),
+                                                               (3, 1)),))}},
+         "persistent id (<float32 array of shape [2, 3]>,)"),  # found by fuzzing: one line
     ],
 )  # fmt: skip
 def test_malformed_tensors(tmp_path, numel, offset, shape, strides, kw, needle):
