@@ -21,7 +21,15 @@ import numpy as np
 import tensorflow as tf
 
 from eegdino_tf import hardware
-from eegdino_tf.config import CONV_POSITIONS, MAX_CHANNELS, PATCH_SIZE, TEMPORAL_CONVS, conv_lengths
+from eegdino_tf.config import (
+    CONV_POSITIONS,
+    MAX_CHANNELS,
+    PATCH_SIZE,
+    SPECTRAL_BINS,
+    TEMPORAL_CONVS,
+    TIME_KERNEL,
+    conv_lengths,
+)
 from eegdino_tf.errors import ConfigError, InputError
 
 EPSILON = 1e-5
@@ -448,7 +456,7 @@ class PatchSpectrum(keras.layers.Layer):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         n = np.arange(PATCH_SIZE)
-        angle = 2.0 * np.pi * np.outer(n, np.arange(PATCH_SIZE // 2 + 1)) / PATCH_SIZE
+        angle = 2.0 * np.pi * np.outer(n, np.arange(SPECTRAL_BINS)) / PATCH_SIZE
         basis = np.concatenate([np.cos(angle), -np.sin(angle)], axis=1) / PATCH_SIZE
         self._basis = tf.constant(basis.astype(np.float32))  # [200, 2 * 101]
 
@@ -457,7 +465,7 @@ class PatchSpectrum(keras.layers.Layer):
         return tf.sqrt(tf.square(real) + tf.square(imag))
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], PATCH_SIZE // 2 + 1)
+        return (*input_shape[:-1], SPECTRAL_BINS)
 
 
 @_SERIALIZABLE
@@ -495,7 +503,7 @@ class TimeEncoding(keras.layers.Layer):
     The kernel keeps ``DepthwiseConv2D``'s ``[1, 5, D, 1]`` layout.
     """
 
-    def __init__(self, embed_dim: int, kernel_size: int = 5, **kwargs):
+    def __init__(self, embed_dim: int, kernel_size: int = TIME_KERNEL, **kwargs):
         super().__init__(**kwargs)
         self.embed_dim = int(embed_dim)
         self.kernel_size = int(kernel_size)
@@ -560,7 +568,7 @@ class PatchEmbedding(_Float32Stream):
     def build(self, input_shape):
         batch = input_shape[0]
         self.temporal.build((batch, None, PATCH_SIZE))
-        self.spectral_proj.build((batch, None, PATCH_SIZE // 2 + 1))
+        self.spectral_proj.build((batch, None, SPECTRAL_BINS))
         self.channel_embedding.build()
         self.time_encoding.build((batch, None, None, self.embed_dim))
 
