@@ -26,7 +26,7 @@ from scipy.signal import resample_poly
 
 from eegdino_tf import cli
 from eegdino_tf.errors import RecordingError
-from eegdino_tf.io import open_recording
+from eegdino_tf.io import edf, open_recording
 from eegdino_tf.io.edf import (
     HEADER_FIELDS,
     MAX_ABS_MICROVOLTS,
@@ -108,6 +108,32 @@ def test_unpicked_channel_at_another_rate_does_not_misalign(tmp_path, bdf, ecg_r
     np.testing.assert_array_equal(rec.read(300, 700), expected[:, 300:700])
     ecg = open_recording(path, channels=["ECG"]).read(0, 4 * ecg_rate)
     np.testing.assert_array_equal(ecg, edfio_uv(path, ["ECG"], bdf) * 1000)
+
+
+@pytest.mark.parametrize("read_bytes", [1000, 6000, edf.READ_BYTES])
+def test_reads_by_record_span_or_signal_by_signal_agree(tmp_path, monkeypatch, read_bytes):
+    """Records larger than READ_BYTES are read signal by signal; smaller ones in spans."""
+    monkeypatch.setattr(edf, "READ_BYTES", read_bytes)
+    path = write(tmp_path, record_file(bdf=True), "x.bdf")
+    rec = open_recording(path, channels=["C4", "C3"])
+    expected = edfio_uv(path, ["C4", "C3"], True)
+    for start, stop in ((0, rec.n_samples), (100, 900), (255, 257), (1000, 1024), (7, 7)):
+        np.testing.assert_array_equal(rec.read(start, stop), expected[:, start:stop])
+
+
+def test_one_huge_record_is_not_read_whole(tmp_path, monkeypatch):
+    """A writer that puts the whole recording in one data record: reading 1 s reads 1 s."""
+    data = RNG.normal(0, 30, (3, 256 * 60))
+    signals = [
+        edfio.EdfSignal(row, 256, label=label, physical_dimension="uV", physical_range=(-200, 200))
+        for row, label in zip(data, EEG, strict=True)
+    ]
+    path = tmp_path / "one_record.edf"
+    edfio.Edf(signals, data_record_duration=60).write(path)
+    monkeypatch.setattr(edf, "READ_BYTES", 4096)  # the record is 92160 bytes
+    rec = open_recording(path, channels=EEG)
+    second = outcome(lambda: rec.read(256 * 30, 256 * 31), max_bytes=48 * 2**10)
+    np.testing.assert_array_equal(second, edfio_uv(path, EEG, False)[:, 256 * 30 : 256 * 31])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -74,6 +75,9 @@ MAX_SAMPLING_RATE = 100_000.0
 #: writers that declare a wide range). It keeps every sample of the digital range finite in
 #: float32 (below 1e18 µV), and the model's output finite.
 MAX_ABS_MICROVOLTS = 1e10
+#: Bytes of whole data records read at once; a record larger than this is read signal by
+#: signal, just the samples asked for, so one huge record never loads the whole file.
+READ_BYTES = 16 * 2**20
 #: The smallest magnitude (µV) of one digital step: a calibration below it is degenerate.
 MIN_STEP_MICROVOLTS = float(np.finfo(np.float32).tiny)
 
@@ -270,34 +274,60 @@ class EdfFile:
             for signal, scale in zip(signals, scales, strict=True)
         ]
 
-        def read(start: int, stop: int) -> np.ndarray:
-            first, last = start // spr, -(-stop // spr)
-            with self.path.open("rb") as file:
-                file.seek(self.header_bytes + first * record_bytes)
-                data = file.read((last - first) * record_bytes)
-            if len(data) != (last - first) * record_bytes:
+        def exact(file: BinaryIO, at: int, size: int) -> bytes:
+            file.seek(at)
+            data = file.read(size)
+            if len(data) != size:
                 raise RecordingError(
-                    f"{self.path} is shorter than when it was opened: data records "
-                    f"{first}..{last - 1} are not all there"
+                    f"{self.path} is shorter than when it was opened: {size} bytes at byte {at} "
+                    "are not all there"
                 )
-            records = np.frombuffer(data, dtype=np.uint8).reshape(last - first, record_bytes)
+            return data
+
+        def read(start: int, stop: int) -> np.ndarray:
             out = np.empty((len(signals), stop - start))
-            skip = start - first * spr
-            for k, (signal, (gain, offset, scale)) in enumerate(
-                zip(signals, calibrations, strict=True)
-            ):
-                raw = records[:, signal.offset : signal.offset + spr * width].reshape(-1)
-                raw = raw[skip * width : (skip + stop - start) * width]
-                if width == 3:
-                    b = raw.reshape(-1, 3).astype(np.int32)
-                    digital = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-                    digital = (digital ^ 0x800000) - 0x800000  # sign-extend 24 bits
-                else:
-                    digital = raw.view("<i2")
-                out[k] = (digital + offset) * gain * scale
+            per_read = READ_BYTES // record_bytes  # whole records read at once (0: none)
+            with self.path.open("rb") as file:
+                at = start  # the next sample to read
+                while at < stop:
+                    first = at // spr
+                    last = min(-(-stop // spr), first + max(1, per_read))
+                    lo, hi = at - first * spr, min(stop, last * spr) - first * spr
+                    where = self.header_bytes + first * record_bytes
+                    if not per_read:  # a record larger than READ_BYTES: just the samples
+                        raws = [
+                            exact(file, where + s.offset + lo * width, (hi - lo) * width)
+                            for s in signals
+                        ]
+                    else:
+                        data = exact(file, where, (last - first) * record_bytes)
+                        records = np.frombuffer(data, np.uint8).reshape(-1, record_bytes)
+                        raws = [
+                            records[:, s.offset : s.offset + spr * width].reshape(-1)[
+                                lo * width : hi * width
+                            ]
+                            for s in signals
+                        ]
+                    for k, (raw, (gain, offset, scale)) in enumerate(
+                        zip(raws, calibrations, strict=True)
+                    ):
+                        digital = _decode(np.frombuffer(raw, np.uint8), width)
+                        out[k, at - start : at - start + hi - lo] = (
+                            (digital + offset) * gain * scale
+                        )
+                    at += hi - lo
             return out
 
         return read
+
+
+def _decode(raw: np.ndarray, width: int) -> np.ndarray:
+    """Little-endian digital samples from their bytes: 16-bit (EDF) or 24-bit (BDF)."""
+    if width == 2:
+        return raw.view("<i2")
+    b = raw.reshape(-1, 3).astype(np.int32)
+    digital = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+    return (digital ^ 0x800000) - 0x800000  # sign-extend 24 bits
 
 
 def _calibration_fields(
