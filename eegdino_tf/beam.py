@@ -543,8 +543,8 @@ def _check_weights(weights: str, classifier: bool, options: dict[str, Any]) -> N
     overrides = {k: v for k, v in options.items() if k in ("norm_groups", "num_heads")}
     if classifier and not describe_weights(weights, **overrides)["head"]:
         raise MissingHeadError(
-            f"{weights} holds an encoder without a classification head; use "
-            "classifier=False to encode with the encoder"
+            f"{weights} holds an encoder without a classification head; encode with the "
+            "encoder (without classifier=True)"
         )
 
 
@@ -570,7 +570,9 @@ def encode_corpus(
     if isinstance(patterns, str):
         patterns = [patterns]
     if not patterns and manifest is None:
-        raise RecordingError("give recordings: patterns=[...] (globs or paths) or manifest=...")
+        raise RecordingError(
+            "no recordings given: pass patterns=[...] (globs or paths) or manifest=PATH"
+        )
     transform = EncodeCorpus(str(weights), str(output), **settings)
     _check_weights(str(weights), transform.classifier, transform.model_options)
     if not isinstance(pipeline_options, PipelineOptions):

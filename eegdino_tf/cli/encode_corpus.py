@@ -4,6 +4,7 @@ to Parquet embeddings with Apache Beam, on any runner; the logic is :mod:`eegdin
 from __future__ import annotations
 
 import argparse
+import logging
 
 from eegdino_tf.cli.options import (
     add_classifier,
@@ -62,7 +63,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from eegdino_tf.beam import ERRORS, encode_corpus
+    logging.disable(logging.WARNING)  # Beam's import warns about Google Cloud clients it lacks
+    try:
+        from eegdino_tf.beam import ERRORS, encode_corpus
+    finally:
+        logging.disable(logging.NOTSET)
 
     result = encode_corpus(
         args.weights,
