@@ -135,30 +135,33 @@ def test_rerun_skips_done_recordings_and_gives_the_same_rows(corpus, run, tmp_pa
     assert result["metrics"]["windows_written"] == 3
 
 
-def test_classifier_from_a_manifest_with_a_duplicate_and_a_missing_file(corpus, tmp_path):
-    weights = str(TINY / "tiny_classifier.safetensors")
+def test_classifier_pt_from_a_manifest_with_a_duplicate_and_bad_files(corpus, tmp_path):
+    weights = str(TINY / "tiny_finetune_checkpoint.pt")  # a torch.save checkpoint, read as is
     path, missing = str(corpus / "a.edf"), str(corpus / "missing.edf")
+    no_eeg = tmp_path / "no_eeg.edf"  # only ECG / EMG: no channel to pick
+    write_edf(no_eeg, eeg_like(2, 200 * 20, 200.0), ["ECG", "EMG chin"], 200.0)
     manifest = tmp_path / "list.txt"
-    manifest.write_text(f"# recordings\n{path}\n\n{missing}\n{path}\n")
+    manifest.write_text(f"# recordings\n{path}\n\n{missing}\n{path}\n{no_eeg}\n")
     output = tmp_path / "out"
+    options = {"norm_groups": 4}
     result = encode_corpus(
-        weights,
-        str(output),
-        manifest=str(manifest),
-        classifier=True,
-        model_options={"norm_groups": 4},
+        weights, str(output), manifest=str(manifest), classifier=True, model_options=options
     )
     assert [(line["recording"], line["status"]) for line in result["recordings"]] == [
         (path, "written"),
         (missing, "failed"),
+        (str(no_eeg), "failed"),
     ]
     errors = [json.loads(line) for line in (output / "errors.jsonl").read_text().splitlines()]
-    assert [(e["recording"], e["stage"]) for e in errors] == [(missing, "open")]
+    assert [(e["recording"], e["stage"]) for e in errors] == [
+        (missing, "open"),
+        (str(no_eeg), "open"),
+    ]
+    assert "no such file" in errors[0]["error"]
     table = rows(output, path)
-    expected = encode_recording(
-        eegdino_tf.load_classifier(weights, norm_groups=4), path, progress=False
-    )
-    assert list(table["window"]) == [0, 1, 2]  # once each, though listed twice
+    model = eegdino_tf.load_classifier(weights, **options)
+    expected = encode_recording(model, path, progress=False)
+    assert table["window"] == [0, 1, 2]  # once each, though listed twice
     for key in ("logits", "probabilities"):
         assert nrmse(table[key], expected[key]) <= 1e-6
     assert "global_token" not in table
