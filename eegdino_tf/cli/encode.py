@@ -44,17 +44,16 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from eegdino_tf.files import atomic_output
-    from eegdino_tf.io import encode_recording
-    from eegdino_tf.io.channels import check_unit
+    from eegdino_tf.io import encode_recording, open_recording
 
-    check_unit(args.unit)  # before the model loads
+    # The recording is opened and its windows checked before the model loads (seconds).
+    recording = open_recording(args.input, channels=args.channels, unit=args.unit)
+    recording.window_starts(args.window, args.stride, args.pad_tail)
     with atomic_output(args.output, force=args.force) as tmp:
         model = load_model(args)
         result = encode_recording(
             model,
-            args.input,
-            channels=args.channels,
-            unit=args.unit,
+            recording,
             window=args.window,
             stride=args.stride,
             batch_size=args.batch_size,
