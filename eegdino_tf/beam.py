@@ -166,7 +166,7 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[dict[str, np.ndarray]]:
         global _unreported_loads
-        from eegdino_tf.io.encode import _softmax
+        from eegdino_tf.io.encode import summarize
 
         with _loads_lock:
             loads, _unreported_loads = _unreported_loads, 0
@@ -176,14 +176,9 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
         real = len(x)
         if real < self.batch_size:
             x = np.concatenate([x, np.repeat(x[-1:], self.batch_size - real, axis=0)])
-        out = np.asarray(model.predict(x, batch_size=self.batch_size, verbose=0))[:real]
-        if out.ndim == 2:
-            found = {"logits": out, "probabilities": _softmax(out)}
-        else:
-            found = {"global_token": out[:, 0], "mean_token": out[:, 1:].mean(axis=1)}
-            if self.tokens:
-                found["tokens"] = out
-        return [{k: v[i].astype(np.float32) for k, v in found.items()} for i in range(real)]
+        out = model.predict(x, batch_size=self.batch_size, verbose=0)[:real]
+        found = summarize(out, self.tokens)
+        return [{k: v[i] for k, v in found.items()} for i in range(real)]
 
 
 class _Failed(EEGDinoError):
@@ -540,7 +535,8 @@ def _check_weights(weights: str, classifier: bool, options: dict[str, Any]) -> N
         return
     from eegdino_tf.weights import describe_weights
 
-    overrides = {k: v for k, v in options.items() if k in ("norm_groups", "num_heads")}
+    names = ("norm_groups", "num_heads", "check_weights")
+    overrides = {k: v for k, v in options.items() if k in names}
     if classifier and not describe_weights(weights, **overrides)["head"]:
         raise MissingHeadError(
             f"{weights} holds an encoder without a classification head; encode with the "

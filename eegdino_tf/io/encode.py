@@ -18,12 +18,29 @@ from eegdino_tf.io.sources import Recording, open_recording
 _log = logging.getLogger(__name__)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    """Probabilities ``[W, n_classes]`` float32 from logits, computed in float64 by Keras."""
+def summarize(outputs: np.ndarray, tokens: bool = False) -> dict[str, np.ndarray]:
+    """What ``encode`` keeps of a batch of model outputs, float32, one row per window.
+
+    Encoder tokens ``[B, 1 + C*P, D]`` -> ``global_token`` (token 0) and ``mean_token`` (mean of
+    the patch tokens) ``[B, D]``, plus ``tokens`` itself when asked; classifier logits
+    ``[B, K]`` -> ``logits`` and ``probabilities`` (softmax, computed in float64 by Keras).
+    """
     import keras  # the model is a Keras model: this import is already done
 
-    probabilities = keras.ops.softmax(logits.astype(np.float64), axis=-1)
-    return keras.ops.convert_to_numpy(probabilities).astype(np.float32)
+    out = np.asarray(outputs)
+    if out.ndim == 3:
+        found = {"global_token": out[:, 0], "mean_token": out[:, 1:].mean(axis=1)}
+        if tokens:
+            found["tokens"] = out
+    elif out.ndim == 2 and not tokens:
+        probabilities = keras.ops.softmax(out.astype(np.float64), axis=-1)
+        found = {"logits": out, "probabilities": keras.ops.convert_to_numpy(probabilities)}
+    else:
+        raise RecordingError(
+            f"the model returned shape {out.shape}; expected encoder tokens [B, 1 + C*P, D]"
+            + ("" if out.ndim != 2 else " (tokens=True needs an encoder, not a classifier)")
+        )
+    return {key: value.astype(np.float32) for key, value in found.items()}
 
 
 def encode_recording(
@@ -69,19 +86,8 @@ def encode_recording(
     parts: dict[str, list[np.ndarray]] = {}
 
     def run(batch: list[np.ndarray]) -> None:
-        out = np.asarray(model.predict(np.stack(batch), batch_size=batch_size, verbose=0))
-        if out.ndim == 3:
-            found = {"global_token": out[:, 0].copy(), "mean_token": out[:, 1:].mean(axis=1)}
-            if tokens:
-                found["tokens"] = out
-        elif out.ndim == 2 and not tokens:
-            found = {"logits": out}
-        else:
-            raise RecordingError(
-                f"the model returned shape {out.shape}; expected encoder tokens [B, 1 + C*P, D]"
-                + ("" if out.ndim != 2 else " (tokens=True needs an encoder, not a classifier)")
-            )
-        for key, value in found.items():
+        out = model.predict(np.stack(batch), batch_size=batch_size, verbose=0)
+        for key, value in summarize(out, tokens).items():
             parts.setdefault(key, []).append(value)
 
     with tqdm(total=len(starts), unit="window", desc="encoding", disable=not progress) as bar:
@@ -95,9 +101,7 @@ def encode_recording(
         if batch:
             run(batch)
             bar.update(len(batch))
-    result = {key: np.concatenate(values).astype(np.float32) for key, values in parts.items()}
-    if "logits" in result:
-        result["probabilities"] = _softmax(result["logits"])
+    result = {key: np.concatenate(values) for key, values in parts.items()}
     result.update(
         window_start_s=starts / SAMPLING_RATE,
         channels=np.asarray(recording.channels),
