@@ -23,7 +23,9 @@ so any batch stacks. The rows of a recording are grouped again, checked against 
 windows it was cut into (none dropped, none duplicated) and written as one Parquet file by
 ``fileio.WriteToFiles``, which writes a temporary file and renames it into place only after
 it is complete. That file existing is what "done" means: a rerun skips recordings that have
-one, so it produces the same rows and nothing twice.
+one, so it produces the same rows and nothing twice. ``settings.json`` records the options that
+decide the rows; a rerun into the same folder with other options is refused, so one folder never
+mixes rows of two settings.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ NAMESPACE = "eegdino_tf"
 EMBEDDINGS = "embeddings"
 ERRORS = "errors.jsonl"
 REPORT = "recordings.jsonl"
+SETTINGS = "settings.json"
 
 _PLAN, _ERROR, _SKIPPED = "plan", "error", "skipped"
 _unreported_loads = 0
@@ -335,6 +338,31 @@ def _write_jsonl(pcoll: Any, output: str, name: str) -> Any:
     )
 
 
+def _keep_settings(output: str, settings: dict[str, Any]) -> None:
+    """Write ``settings`` to ``output/settings.json``, or refuse if it holds other ones."""
+    path = FileSystems.join(output, SETTINGS)
+    wanted = json.loads(json.dumps(settings))
+    if FileSystems.exists(path):
+        with FileSystems.open(path) as file:
+            kept = json.loads(file.read())
+        changed = sorted(k for k in {*kept, *wanted} if kept.get(k) != wanted.get(k))
+        if changed:
+            differences = ", ".join(
+                f"{k}={kept.get(k)!r} there, {wanted.get(k)!r} now" for k in changed
+            )
+            raise ConfigError(
+                f"{output} holds rows encoded with other settings ({differences}); use another "
+                "output, or the same settings to complete it"
+            )
+        return
+    if not FileSystems.exists(output):
+        FileSystems.mkdirs(output)
+    partial = f"{path}.partial"
+    with FileSystems.create(partial) as file:
+        file.write(json.dumps(wanted, indent=1, sort_keys=True).encode())
+    FileSystems.rename([partial], [path])
+
+
 class CorpusOutputs(NamedTuple):
     """What :class:`EncodeCorpus` returns: ``dict`` PCollections, one element per recording
     (``recording``, ``status``, ``windows``, ``file``; errors: ``stage``, ``error``)."""
@@ -405,6 +433,7 @@ class EncodeCorpus(beam.PTransform):
 
     def expand(self, paths: Any) -> CorpusOutputs:
         output = str(self.output)
+        _keep_settings(output, self.settings())
         embeddings = FileSystems.join(output, EMBEDDINGS)
         windowing = {"window": self.window, "stride": self.stride, "pad_tail": self.pad_tail}
         opening = {"channels": self.channels, "unit": self.unit}

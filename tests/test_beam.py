@@ -135,6 +135,18 @@ def test_rerun_skips_done_recordings_and_gives_the_same_rows(corpus, run, tmp_pa
     assert result["metrics"]["windows_written"] == 3
 
 
+def test_rerun_with_other_settings_is_refused_before_anything_runs(corpus, run, tmp_path):
+    output = tmp_path / "out"
+    shutil.copytree(run[0], output)
+    before = sorted(p.name for p in (output / "embeddings").iterdir())
+    with pytest.raises(eegdino_tf.ConfigError, match=r"window=10 there, 5 now"):
+        encode_corpus(
+            WEIGHTS, str(output), patterns=[str(corpus / "a.edf")], window=5,
+            model_options={"norm_groups": 4},
+        )  # fmt: skip
+    assert sorted(p.name for p in (output / "embeddings").iterdir()) == before
+
+
 def test_classifier_pt_from_a_manifest_with_a_duplicate_and_bad_files(corpus, tmp_path):
     weights = str(TINY / "tiny_finetune_checkpoint.pt")  # a torch.save checkpoint, read as is
     path, missing = str(corpus / "a.edf"), str(corpus / "missing.edf")
