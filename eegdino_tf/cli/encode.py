@@ -7,13 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eegdino_tf.cli.options import (
-    add_classifier,
-    add_force,
-    add_model_options,
-    add_window_options,
-    load_model,
-)
+from eegdino_tf.cli.options import add_encode_options, add_force, add_model_options, load_model
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,12 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("input", help="EDF/BDF file, or any recording mne.io.read_raw reads")
     parser.add_argument("--weights", required=True, help="weight file (.safetensors or .pt)")
     parser.add_argument("--output", "-o", required=True, help="the .npz file to write")
-    add_window_options(parser)
-    parser.add_argument("--unit", help="unit of the data if the file's is missing or wrong")
-    parser.add_argument("--pad-tail", action="store_true", help="zero-pad the last window")
-    parser.add_argument("--tokens", action="store_true", help="also save all tokens")
-    add_classifier(parser, "the weights are a finetuned classifier")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per batch")
+    add_encode_options(parser)
     add_force(parser)
     add_model_options(parser, precision="float32")
     parser.set_defaults(func=run)

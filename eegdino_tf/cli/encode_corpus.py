@@ -6,12 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from eegdino_tf.cli.options import (
-    add_classifier,
-    add_model_options,
-    add_window_options,
-    model_options,
-)
+from eegdino_tf.cli.options import add_encode_options, add_model_options, model_options
 
 RUNNERS = ("DirectRunner", "PrismRunner", "FlinkRunner", "SparkRunner", "DataflowRunner")
 
@@ -35,12 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--weights", required=True, help="weight file (.safetensors or .pt; any Beam filesystem)"
     )
     parser.add_argument("--output", "-o", required=True, help="output folder (any Beam filesystem)")
-    add_window_options(parser)
-    parser.add_argument("--unit", help="unit of the data if the files' is missing or wrong")
-    parser.add_argument("--pad-tail", action="store_true", help="zero-pad the last window")
-    parser.add_argument("--tokens", action="store_true", help="also save all tokens")
-    add_classifier(parser, "the weights are a finetuned classifier")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per batch")
+    add_encode_options(parser)
     add_model_options(parser, precision="float32")
     group = parser.add_argument_group("pipeline")
     group.add_argument("--runner", choices=RUNNERS, default="DirectRunner", help="Beam runner")

@@ -79,6 +79,17 @@ def add_window_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=float, help="seconds between windows (default: window)")
 
 
+def add_encode_options(parser: argparse.ArgumentParser) -> None:
+    """What ``encode`` and ``encode-corpus`` share: the windows, the unit, what is kept, the
+    classifier switch and the batch size."""
+    add_window_options(parser)
+    parser.add_argument("--unit", help="unit of the data if the file's is missing or wrong")
+    parser.add_argument("--pad-tail", action="store_true", help="zero-pad the last window")
+    parser.add_argument("--tokens", action="store_true", help="also save all tokens")
+    add_classifier(parser, "the weights are a finetuned classifier")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per batch")
+
+
 def add_force(parser: argparse.ArgumentParser, what: str = "OUTPUT") -> None:
     parser.add_argument("--force", action="store_true", help=f"overwrite an existing {what}")
 
