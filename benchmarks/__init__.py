@@ -5,7 +5,8 @@ For every size, batch and precision it times the encoder on EEG-like random micr
 
 - ``eager``: ``model(x)``, op by op;
 - ``predict``: ``model.predict(x, batch_size=B)``, what users call (it picks XLA or not);
-- ``graph`` / ``xla``: ``tf.function(model)`` without / with ``jit_compile=True``;
+- ``graph`` / ``xla``: the compiled call ``predict`` makes (``model.inference_function``:
+  ``tf.function`` of the model without / with ``jit_compile=True``), called directly;
 - ``tflite`` / ``onnx``: a float32 export made by :mod:`eegdino_tf.export`, run by LiteRT /
   ONNX Runtime (skipped, with a note, when that module or runtime is missing);
 - ``torch`` / ``torch-bf16``: braindecode's ``EEGDINO`` (the reference implementation) in
@@ -21,12 +22,13 @@ fresh process (rows of mode ``isolated``; the round-robin ones are of mode ``rou
 ratios compare rows of one mode).
 
 The report also holds the machine's matmul peak (one large square matmul in TensorFlow and
-PyTorch, float32 and bfloat16, at the same thread count), the per-call overhead of
-``predict`` over the bare compiled call it makes, the RSS of some runtimes at the largest size
-and batch 8, each measured alone in a fresh process (model loaded, peak of the first call,
-peak of a later one), an RSS check over many repeated calls (no growth expected), and what
-machine it ran on (CPU model and flags). It is printed as a table and written as JSON and a
-PNG chart.
+PyTorch, float32 and bfloat16 where some row is measured against it, at the same thread
+count), the per-call overhead of ``predict`` over the bare compiled call it makes (measured
+inside each call, and as the difference of the two rows' medians), the RSS of some runtimes
+at the largest size and batch 8, each measured alone in a fresh process (model loaded, peak of
+the first call, peak of a later one), an RSS check over many repeated calls (no growth
+expected), and what machine it ran on (CPU model and flags). It is printed as a table and
+written as JSON and a PNG chart.
 
 Exports run in a child process under a memory cap (they need far more memory than the model:
 large's do not fit in 24 GB), and are skipped, with a note, when they would not fit.

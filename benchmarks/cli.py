@@ -21,11 +21,12 @@ from benchmarks.settings import (
 )
 from eegdino_tf.config import PRESETS
 
-#: Wall time of ``--quick`` (measured: 24.5 s on a 2-core AMD EPYC VM, PyTorch included) and
-#: of the full default run (approximate: the last one, without isolated runs, took 40-60
-#: minutes there; the isolated runs add one process start, model build and compile per
-#: contender, and the timed calls again).
-QUICK_TIME = "about 25 s"
+#: Wall time of ``--quick`` (measured: 57 s on a shared 2-core AMD EPYC VM, AVX2 only, load
+#: average 2.4-3.1 from other work, PyTorch included) and of the full default run
+#: (approximate: the last one, without isolated runs, took 40-60 minutes there; the isolated
+#: runs add one process start, model build and compile per contender, and the timed calls
+#: again).
+QUICK_TIME = "under a minute"
 FULL_TIME = "roughly 1.5-2 hours (40-60 minutes with --no-isolated)"
 DESCRIPTION = (
     "Time the EEG-DINO encoder (Keras eager, predict, graph, XLA; TFLite; ONNX Runtime) against"

@@ -46,22 +46,26 @@ def bare_runtimes() -> dict[str, str]:
 
 def predict_overheads(rows: list[dict[str, Any]], bare: dict[str, str]) -> list[dict[str, Any]]:
     """What ``predict`` costs a call over the bare compiled call it makes (``bare``, per
-    precision): the difference of the medians, wherever both ran (same mode, size, batch)."""
+    precision), for each ``predict`` row measured inside its calls or with a bare row beside
+    it (same mode, size, batch): ``own_ms``, measured inside each call (its wall time less the
+    compiled call's; immune to the load that moves the medians by milliseconds), and
+    ``overhead_ms``, the difference of the medians (None without the bare row)."""
     by_key = {row_key(r): r for r in rows}
     found = []
     for r in rows:
-        other = by_key.get(row_key(r, runtime=bare[r["precision"]]))
-        if r["runtime"] == "predict" and other:
+        other = by_key.get(row_key(r, runtime=bare[r["precision"]]), {})
+        if r["runtime"] == "predict" and (other or r.get("own_ms") is not None):
             found.append(
                 {
                     "size": r["size"],
                     "precision": r["precision"],
                     "batch": r["batch"],
                     "mode": r["mode"],
-                    "bare_runtime": other["runtime"],
+                    "bare_runtime": bare[r["precision"]],
                     "predict_ms": r["median_ms"],
-                    "bare_ms": other["median_ms"],
-                    "overhead_ms": r["median_ms"] - other["median_ms"],
+                    "bare_ms": other.get("median_ms"),
+                    "overhead_ms": r["median_ms"] - other["median_ms"] if other else None,
+                    "own_ms": r.get("own_ms"),
                 }
             )
     return found

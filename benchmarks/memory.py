@@ -65,8 +65,8 @@ def peak_memory(settings: Settings, notes: list[str], cap_mb: float | None) -> d
 
 
 def leak_check(contender: Contender, x: np.ndarray, calls: int) -> dict[str, Any]:
-    """RSS before and after ``calls`` repeated calls (after 10 warm ones)."""
-    for _ in range(10):
+    """RSS before and after ``calls`` repeated calls (after as many warm ones, at most 10)."""
+    for _ in range(min(calls, 10)):
         contender.run(x)
     gc.collect()
     before = rss_mb()

@@ -93,12 +93,23 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     overheads = report["predict_overhead_ms"]
     if overheads:
-        lines += ["", "predict's overhead over the bare compiled call it makes (median ms):"]
+        lines += [
+            "",
+            "predict's overhead over the bare compiled call it makes (median ms): measured"
+            " inside each call (its time less the compiled call's), and the difference of the"
+            " medians",
+        ]
         for o in overheads:
-            lines.append(
-                f"  {o['size']:<7} {o['precision']:<14} batch {o['batch']:<3} {o['mode']:<11} "
+            own = "?" if o["own_ms"] is None else f"{o['own_ms']:.2f}"
+            difference = (
                 f"{o['overhead_ms']:+7.2f} ({o['predict_ms']:.2f} - {o['bare_runtime']} "
                 f"{o['bare_ms']:.2f})"
+                if o["overhead_ms"] is not None
+                else f"(no {o['bare_runtime']} row)"
+            )
+            lines.append(
+                f"  {o['size']:<7} {o['precision']:<14} batch {o['batch']:<3} {o['mode']:<11} "
+                f"{own:>6}   {difference}"
             )
     memory = report["peak_memory"]
     if memory:

@@ -13,7 +13,7 @@ from typing import Any
 from benchmarks.compare import add_ratios, bare_runtimes, predict_overheads
 from benchmarks.machine import available_mb, configure_threads, load_average, machine_info
 from benchmarks.memory import leak_check, peak_memory
-from benchmarks.peak import add_peak_fractions, matmul_peak
+from benchmarks.peak import PEAK_DTYPE, add_peak_fractions, matmul_peak
 from benchmarks.runners import SizeModels
 from benchmarks.settings import MEMORY_CAP, Settings
 from benchmarks.timing import contenders_for, isolated_rows, measure, result_rows
@@ -33,7 +33,8 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = print) -> dic
     cap_mb = MEMORY_CAP * available if available else None
     load_start = load_average()
     log(f"matmul peak, {settings.gemm}^3:")
-    peaks = matmul_peak(settings.gemm, settings.runs, notes, log)
+    dtypes = {PEAK_DTYPE[p] for p in settings.precisions}
+    peaks = matmul_peak(settings.gemm, settings.runs, notes, log, dtypes)
     with tempfile.TemporaryDirectory(prefix="eegdino-bench-") as tmp:
         for size in settings.sizes:
             models = SizeModels(settings, size, Path(tmp), cap_mb)

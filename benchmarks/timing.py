@@ -115,9 +115,17 @@ def result_rows(
                 "first_call_ms": c.first_call_ms,
                 "samples_per_s": batch / median * 1e3,
                 "gflop_per_s": flops * batch / median / 1e6,
+                "own_ms": _own_ms(c.run),
             }
         )
     return rows
+
+
+def _own_ms(run: BatchRunner) -> float | None:
+    """``predict``'s own time a call (:class:`~benchmarks.runners.PredictRunner`), median over
+    every call after the first; None for other runtimes."""
+    own = getattr(run, "own_ms", None)
+    return statistics.median(own[1:]) if own and len(own) > 1 else None
 
 
 def time_alone(

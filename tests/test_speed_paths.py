@@ -1,0 +1,32 @@
+"""The benchmark's timed paths compute what the model computes: ``predict`` through its call
+timer, and the ``xla`` / ``graph`` runtimes, which share ``predict``'s compiled functions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.runners import CallTimer, PredictRunner, SizeModels
+from benchmarks.settings import Settings
+from benchmarks.timing import _own_ms
+from benchmarks.workload import eeg_input
+
+
+def test_timed_predict_and_the_bare_calls_match_the_model(tmp_path):
+    models = SizeModels(Settings(depth=1, channels=2, samples=400), "small", tmp_path)
+    model = models.keras("float32")
+    assert isinstance(model.inference_function, CallTimer)
+    x = eeg_input(3, 2, 400)
+    expected = np.asarray(model(x, training=False))
+
+    run = models.runner("predict", "float32", 3)
+    assert isinstance(run, PredictRunner)
+    for _ in range(3):
+        np.testing.assert_array_equal(run(x), model.predict(x, batch_size=3, verbose=0))
+    np.testing.assert_allclose(run(x), expected, rtol=0, atol=1e-5)
+    assert len(run.own_ms) == 4 and len(model.inference_function.calls_ms) == 1
+    assert all(0 < ms < 1e3 for ms in run.own_ms)
+    assert _own_ms(run) is not None and _own_ms(lambda x: x) is None
+
+    for runtime, jit in (("xla", True), ("graph", False)):
+        assert models.function("float32", jit) is type(model).inference_function(model, jit)
+        np.testing.assert_allclose(models.runner(runtime, "float32", 3)(x), expected, atol=1e-5)
