@@ -94,8 +94,10 @@ def test_dropout_and_drop_path_act_in_training_only():
         (0.5, 0.3),
     )
     reference = model.predict(x, verbose=0)
-    assert nrmse(reference, golden["logits"]) < 1e-6  # inactive in predict
-    assert nrmse(model(x, training=False), golden["logits"]) < 1e-6
+    # Inactive in predict: equal to the reference within the parity bound of every path
+    # (test_parity.TOLERANCE); XLA's float32 rounding is the CPU's (1.2e-6 on AVX2-only hosts).
+    assert nrmse(reference, golden["logits"]) <= 2e-6
+    assert nrmse(model(x, training=False), golden["logits"]) <= 2e-6
     trained = [model(x, training=True).numpy() for _ in range(2)]
     assert nrmse(trained[0], reference) > 1e-2 and nrmse(trained[0], trained[1]) > 1e-2
 
