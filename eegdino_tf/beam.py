@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from eegdino_tf.config import SAMPLING_RATE
+from eegdino_tf.config import SAMPLING_RATE, batch_count
 from eegdino_tf.errors import (
     ConfigError,
     EEGDinoError,
@@ -135,8 +135,7 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
         model_copies: int | None = None,
         **options: Any,
     ) -> None:
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_count(batch_size)
         if tokens and classifier:
             raise ConfigError("tokens=True needs an encoder, not classifier=True")
         super().__init__(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -202,6 +203,14 @@ def class_count(num_classes: Any) -> int:
     count = _dimension(num_classes, MAX_CLASSES)
     if count is None:
         raise ConfigError(f"num_classes={num_classes!r} must be an integer in 1..{MAX_CLASSES}")
+    return count
+
+
+def batch_count(batch_size: Any) -> int:
+    """``batch_size`` as an int, if it is a positive integer (not a bool)."""
+    count = _dimension(batch_size, sys.maxsize)
+    if count is None:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     return count
 
 

@@ -28,8 +28,8 @@ import tensorflow as tf
 
 from eegdino_tf import hardware
 from eegdino_tf import weights as W
-from eegdino_tf.config import EEGDinoConfig, ModelOptions, class_count, get_config
-from eegdino_tf.errors import ConfigError, InputError, MissingHeadError
+from eegdino_tf.config import EEGDinoConfig, ModelOptions, batch_count, class_count, get_config
+from eegdino_tf.errors import InputError, MissingHeadError
 from eegdino_tf.layers import (
     NON_FINITE_EEG,
     ClassificationHead,
@@ -71,7 +71,7 @@ class _EEGModel(keras.Model):
                 x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks
             )
         check_eeg_shape(x.shape, self.partial_patch)
-        size = _batch_size(batch_size)
+        size = 32 if batch_size is None else batch_count(batch_size)
         chosen = self.__dict__.get("_jit_chosen", False)
         jit = self.jit_compile if chosen else default_jit_compile(self.precision)
         function = self.inference_function(jit)
@@ -109,15 +109,6 @@ class _EEGModel(keras.Model):
                 lambda x: self(x, training=False), jit_compile=jit_compile, reduce_retracing=True
             )
         return cache[jit_compile]
-
-
-def _batch_size(batch_size: Any) -> int:
-    if batch_size is None:
-        return 32
-    integral = isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool)
-    if not integral or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return int(batch_size)
 
 
 def _first_bad(values: np.ndarray) -> int:

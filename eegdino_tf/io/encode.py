@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import numbers
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from eegdino_tf.config import SAMPLING_RATE
+from eegdino_tf.config import SAMPLING_RATE, batch_count
 from eegdino_tf.errors import RecordingError
 from eegdino_tf.io.sources import Recording, open_recording
 
@@ -77,9 +76,7 @@ def encode_recording(
         recording = source
     else:
         recording = open_recording(source, channels=channels, unit=unit)
-    integer = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
-    if not integer or batch_size < 1:
-        raise RecordingError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_count(batch_size)
     starts = recording.window_starts(window, stride, pad_tail)
     steps = [*recording.steps, recording.describe_windows(window, stride, pad_tail)]
     _log.info("%s", steps[-1])
