@@ -57,7 +57,7 @@ class _EEGModel(keras.Model):
         For a NumPy array or tensor (no ``steps``, no ``callbacks``) the batches go straight
         through one cached ``tf.function`` instead of Keras' data pipeline, which costs tens of
         milliseconds a call, into one preallocated result (memory: the input plus the output,
-        never a copy of either). That function uses XLA where it measured faster (see
+        never a copy of either; a single batch returns the function's output itself). That function uses XLA where it measured faster (see
         :func:`default_jit_compile`) unless ``compile(jit_compile=True|False)`` chose; under XLA the
         last partial batch is padded so the compiled program is reused, not rebuilt.
         With ``check_finite``, NaN or Inf input is an error, and so is output that is not
@@ -88,11 +88,13 @@ class _EEGModel(keras.Model):
             y = function(tf.constant(batch)).numpy()[:real]
             if self.check_finite and not np.isfinite(y).all():
                 raise InputError(non_finite_output(batch, y, start, self.precision))
+            if progress is not None:
+                progress.update(step + 1)
+            if len(starts) == 1:
+                return y  # one batch: the function's own output, no copy
             if result is None:
                 result = np.empty((len(x), *y.shape[1:]), dtype=y.dtype)
             result[start : start + real] = y
-            if progress is not None:
-                progress.update(step + 1)
         return result
 
     def compile(self, *args: Any, jit_compile: Any = "auto", **kwargs: Any) -> None:
