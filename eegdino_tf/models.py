@@ -57,9 +57,10 @@ class _EEGModel(keras.Model):
         For a NumPy array or tensor (no ``steps``, no ``callbacks``) the batches go straight
         through one cached ``tf.function`` instead of Keras' data pipeline, which costs tens of
         milliseconds a call, into one preallocated result (memory: the input plus the output,
-        never a copy of either; a single batch returns the function's output itself). That function uses XLA where it measured faster (see
-        :func:`default_jit_compile`) unless ``compile(jit_compile=True|False)`` chose; under XLA the
-        last partial batch is padded so the compiled program is reused, not rebuilt.
+        never a copy of either; input that fits one batch returns the function's output
+        itself). That function uses XLA where it measured faster (see
+        :func:`default_jit_compile`) unless ``compile(jit_compile=True|False)`` chose; under XLA
+        the last partial batch is padded so the compiled program is reused, not rebuilt.
         With ``check_finite``, NaN or Inf input is an error, and so is output that is not
         finite although its input was (see :func:`non_finite_output`).
         Anything else (``tf.data``, generators, callbacks) takes Keras' own ``predict``.
