@@ -12,6 +12,8 @@ Tensors come back as NumPy arrays.
 
 What a file may make us allocate is bounded by what it holds:
 
+- the zip's central directory (one entry per record, all parsed when the zip is opened) may
+  hold at most ``MAX_ZIP_DIRECTORY_BYTES``;
 - a zip record is read only if its declared size fits the file: the records read together
   may not take more bytes than the file has, nor inflate to more than
   ``MAX_INFLATE_RATIO`` times its size (``torch.save`` stores records uncompressed; only
@@ -82,6 +84,9 @@ MAX_PICKLE_OPS = 2**19
 MAX_PICKLE_DEPTH = 100
 #: Widest int a ``data.pkl`` may hold, in bits (int64 and uint64 fit).
 MAX_INT_BITS = 64
+#: Largest zip central directory read, in bytes (the tiny pretraining fixture's: 8 KB for 102
+#: records); each record costs zipfile an object of some 500 bytes, built when it opens the file.
+MAX_ZIP_DIRECTORY_BYTES = 4 * 2**20
 #: How many times the file's size the zip records read may inflate to, all together.
 MAX_INFLATE_RATIO = 4
 #: How many times the bytes of the storages read all non-contiguous tensor copies may hold.
@@ -639,9 +644,16 @@ def _open_archive(path: Path) -> _Archive:
     try:
         with open(path, "rb") as handle:
             head = handle.read(4)
+            end = zipfile._EndRecData(handle)  # the end record ZipFile reads (stdlib helper)
         size = path.stat().st_size
     except OSError as err:
         raise CheckpointError(f"cannot read {path}: {err.strerror or err}") from None
+    if end and end[zipfile._ECD_SIZE] > MAX_ZIP_DIRECTORY_BYTES:
+        raise CheckpointError(
+            f"{path}: its zip central directory declares {end[zipfile._ECD_SIZE]} bytes, more "
+            f"than MAX_ZIP_DIRECTORY_BYTES={MAX_ZIP_DIRECTORY_BYTES} (a checkpoint's lists one "
+            "record per tensor storage: some 100 bytes each); refused before reading it"
+        )
     if head.startswith(b"\x80"):
         raise CheckpointError(
             f"{path} is a bare pickle, not a zip archive: the legacy torch.save format "

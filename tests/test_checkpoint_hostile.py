@@ -72,6 +72,7 @@ def raw_zip(path: Path, entries: list[tuple[str, bytes, int, int, int]], alias: 
             )  # fmt: skip
             central += alias_name + extra
             count += 1
+    count = min(count, 0xFFFF)  # zipfile reads every entry the directory holds, whatever this says
     end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, count, count, len(central), len(out), 0)
     path.write_bytes(bytes(out + central + end))
     return path
@@ -444,6 +445,14 @@ def test_overlapping_entries_are_refused(tmp_path):
     entries = [stored("archive/data.pkl", pickled), stored("archive/data/0", bytes(MIB))]
     path = raw_zip(tmp_path / "overlap.pt", entries, alias=39)
     expect_error(lambda: read_state_dict(path), "more than the file's", max_bytes=8 * MIB)
+
+
+def test_huge_central_directory_is_refused_before_parsing(tmp_path):
+    """200,000 directory entries (13 MiB) naming one small record: zipfile would build an
+    object for each (some 100 MiB) on opening the file."""
+    path = raw_zip(tmp_path / "directory.pt", _small_entries(), alias=200_000)
+    assert path.stat().st_size > 3 * C.MAX_ZIP_DIRECTORY_BYTES
+    expect_error(lambda: read_state_dict(path), "central directory declares", "refused before")
 
 
 def test_truncated_zips(tmp_path):
