@@ -35,6 +35,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -75,6 +76,8 @@ NAMESPACE = "eegdino_tf"
 EMBEDDINGS = "embeddings"
 ERRORS = "errors.jsonl"
 REPORT = "recordings.jsonl"
+#: Where ``fileio.WriteToFiles`` writes each Parquet file before renaming it into place.
+TEMPORARY = ".tmp"
 SETTINGS = "settings.json"
 
 _PLAN, _ERROR, _SKIPPED = "plan", "error", "skipped"
@@ -469,7 +472,7 @@ class EncodeCorpus(beam.PTransform):
             file_naming=_file_name,
             destination=lambda record: record[0],
             sink=sink,
-            temp_directory=StaticValueProvider(str, FileSystems.join(output, ".tmp")),
+            temp_directory=StaticValueProvider(str, FileSystems.join(output, TEMPORARY)),
         )
         finished = beam.pvalue.AsDict(
             files | "Finished" >> beam.Map(lambda f: (f.destination, f.file_name))
@@ -572,6 +575,16 @@ def _check_weights(weights: str, classifier: bool, options: dict[str, Any]) -> N
         )
 
 
+def _remove_empty_folders(folder: str) -> None:
+    """Remove ``folder`` (local) and the folders under it that hold no file; one that holds a
+    file (another run's temporary, say) stays, with the folders above it."""
+    if not isinstance(FileSystems.get_filesystem(folder), LocalFileSystem):
+        return  # object stores have no empty folders
+    for parent, _, _ in os.walk(folder, topdown=False):  # the deepest first
+        with contextlib.suppress(OSError):
+            os.rmdir(parent)
+
+
 def encode_corpus(
     weights: str,
     output: str,
@@ -610,6 +623,7 @@ def encode_corpus(
     _ = sources | "Recordings" >> beam.Flatten() | "Encode corpus" >> transform
     result = pipeline.run()
     result.wait_until_finish()
+    _remove_empty_folders(FileSystems.join(str(output), TEMPORARY))
     counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))
     metrics: dict[str, int] = {}
     for counter in counters["counters"]:

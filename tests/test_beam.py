@@ -18,7 +18,13 @@ from test_recording import TUH_LABELS, eeg_like, write_edf  # noqa: E402
 
 import eegdino_tf  # noqa: E402
 from eegdino_tf import cli  # noqa: E402
-from eegdino_tf.beam import EEGDinoModelHandler, _collect, encode_corpus, output_name  # noqa: E402
+from eegdino_tf.beam import (  # noqa: E402
+    EEGDinoModelHandler,
+    _collect,
+    _remove_empty_folders,
+    encode_corpus,
+    output_name,
+)
 from eegdino_tf.io import STANDARD_CHANNELS, encode_recording  # noqa: E402
 
 WEIGHTS = str(TINY / "tiny_encoder.safetensors")
@@ -107,7 +113,23 @@ def test_errors_name_exactly_the_corrupt_file(corpus, run):
     assert len(result["recordings"]) == len(CORPUS) + 1
     written = sorted(p.name for p in (output / "embeddings").iterdir())
     assert written == sorted(output_name(str(corpus / name)) for name in CORPUS)
-    assert not [p for p in (output / ".tmp").rglob("*") if p.is_file()]  # no temporaries left
+    assert not (output / ".tmp").exists()  # no temporaries left, nor their emptied folders
+
+
+def test_cleanup_keeps_a_temporary_folder_that_holds_a_file(tmp_path):
+    """Another run's temporary (a file) survives the cleanup, with the folders above it."""
+    (tmp_path / ".tmp" / "a" / "b").mkdir(parents=True)
+    (tmp_path / ".tmp" / "c").mkdir()
+    (tmp_path / ".tmp" / "c" / "part").write_bytes(b"x")
+    _remove_empty_folders(str(tmp_path / ".tmp"))
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        ".tmp",
+        ".tmp/c",
+        ".tmp/c/part",
+    ]
+    (tmp_path / ".tmp" / "c" / "part").unlink()
+    _remove_empty_folders(str(tmp_path / ".tmp"))
+    assert not (tmp_path / ".tmp").exists()
 
 
 def test_rerun_skips_done_recordings_and_gives_the_same_rows(corpus, run, tmp_path):
