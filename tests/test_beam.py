@@ -224,6 +224,18 @@ def test_cli_end_to_end_with_tokens_and_two_threads(corpus, tmp_path, capsys):
     assert "1 failed" in capsys.readouterr().out
 
 
+def test_model_copies_serve_one_shared_model_with_the_same_rows(corpus, encoder, tmp_path, capsys):
+    """``--model-copies``: the model loads in Beam's model server process (whose counters
+    Beam loses), so the summary says the loads are not counted instead of printing 0."""
+    path = str(corpus / "a.edf")
+    argv = ["encode-corpus", path, "--weights", WEIGHTS, "--norm-groups", "4"]
+    assert cli.main([*argv, "--output", str(tmp_path / "out"), "--model-copies", "1"]) == 0
+    assert "model loads: not counted with --model-copies" in capsys.readouterr().out
+    expected = encode_recording(encoder, path, progress=False)
+    table = rows(tmp_path / "out", path)
+    assert nrmse(table["global_token"], expected["global_token"]) <= 1e-6
+
+
 def test_failed_inference_goes_to_errors_and_writes_no_file(corpus, tmp_path, monkeypatch):
     def boom(self, batch, model, inference_args=None):
         raise RuntimeError("the accelerator fell over")

@@ -83,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         detail = f"{line['windows']} windows" if status != "failed" else line["error"]
         print(f"- {line['recording']}: {status} ({detail})")
     loads = result["metrics"].get("model_loads", 0)
+    if args.model_copies:  # loaded in Beam's model server process, whose counters are lost
+        loads = "not counted with --model-copies"
     summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
     print(f"{len(result['recordings'])} recordings: {summary or 'none'}; model loads: {loads}")
     if statuses.get("failed"):
