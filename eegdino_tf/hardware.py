@@ -101,6 +101,14 @@ def cpu_flags() -> frozenset[str]:
     return frozenset((_cpuinfo_field("flags", "Features") or "").split())
 
 
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes (``sysconf``), or None where it cannot say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+        return None
+
+
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says."""
     return (

@@ -28,7 +28,14 @@ import tensorflow as tf
 
 from eegdino_tf import hardware
 from eegdino_tf import weights as W
-from eegdino_tf.config import EEGDinoConfig, ModelOptions, batch_count, class_count, get_config
+from eegdino_tf.config import (
+    PATCH_SIZE,
+    EEGDinoConfig,
+    ModelOptions,
+    batch_count,
+    class_count,
+    get_config,
+)
 from eegdino_tf.errors import InputError, MissingHeadError
 from eegdino_tf.layers import (
     NON_FINITE_EEG,
@@ -73,6 +80,8 @@ class _EEGModel(keras.Model):
             )
         check_eeg_shape(x.shape, self.partial_patch)
         size = 32 if batch_size is None else batch_count(batch_size)
+        heads = getattr(self, "encoder", self).config.num_heads
+        check_attention_memory(x.shape, min(size, len(x)), heads)
         chosen = self.__dict__.get("_jit_chosen", False)
         jit = self.jit_compile if chosen else default_jit_compile(self.precision)
         function = self.inference_function(jit)
@@ -112,6 +121,22 @@ class _EEGModel(keras.Model):
                 lambda x: self(x, training=False), jit_compile=jit_compile, reduce_retracing=True
             )
         return cache[jit_compile]
+
+
+def check_attention_memory(shape: tuple[int, ...], batch: int, num_heads: int) -> None:
+    """Raise :class:`InputError` when the attention weights of one batch alone (``[batch,
+    heads, N, N]`` float32, for N tokens an example) would not fit in this machine's physical
+    memory: such a run could only end with the process killed."""
+    channels, samples = int(shape[1]), int(shape[2])
+    tokens = 1 + channels * (samples // PATCH_SIZE)
+    need, memory = batch * num_heads * tokens**2 * 4, hardware.physical_memory()
+    if memory is not None and need > memory:
+        raise InputError(
+            f"EEG input of {channels} channels x {samples / PATCH_SIZE:g} s is {tokens} tokens "
+            f"an example: the attention weights of one batch of {batch} alone would take "
+            f"{need / 2**30:.1f} GiB, more than this machine's {memory / 2**30:.1f} GiB of "
+            "memory; use shorter windows (encode: --window) or a smaller batch_size"
+        )
 
 
 def _first_bad(values: np.ndarray) -> int:

@@ -143,3 +143,25 @@ def test_non_finite_output_from_finite_input_names_the_units():
     assert "not in microvolts" in str(err.value) and "1e6" in str(err.value)
     model = eegdino_tf.load_encoder(TINY_ENCODER, norm_groups=4, check_finite=False)
     assert not np.isfinite(model.predict(x, verbose=0)).all()  # the opt-out lets it through
+
+
+def test_a_window_whose_attention_cannot_fit_in_memory_is_refused(monkeypatch):
+    """19 channels x 305 s is 5796 tokens: one example's [8, N, N] float32 attention weights
+    take 1.0 GiB, two take 2.0 GiB; refused before anything runs on a (pretend) 1.5 GiB host."""
+    monkeypatch.setattr(eegdino_tf.hardware, "physical_memory", lambda: 3 * 2**29)
+    x = np.zeros((2, 19, 200 * 305), np.float32)
+    message = r"5796 tokens an example: .* one batch of 2 alone would take 2\.0 GiB, more than"
+    with pytest.raises(InputError, match=message) as err:
+        encoder().predict(x, verbose=0)
+    assert "1.5 GiB of memory; use shorter windows (encode: --window)" in str(err.value)
+    classifier = eegdino_tf.load_classifier(TINY / "tiny_classifier.safetensors", norm_groups=4)
+    with pytest.raises(InputError, match="one batch of 2 alone"):  # the same for a classifier
+        classifier.predict(x, verbose=0)
+    eegdino_tf.models.check_attention_memory(x.shape, 1, 8)  # batch 1 (1.0 GiB) fits
+    with pytest.raises(InputError, match="one batch of 1 alone"):
+        eegdino_tf.models.check_attention_memory(x.shape, 1, 16)  # 16 heads: 2.0 GiB
+
+
+def test_physical_memory_is_this_machines():
+    memory = eegdino_tf.hardware.physical_memory()
+    assert memory is None or 2**28 <= memory <= 2**50
