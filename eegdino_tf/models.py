@@ -80,8 +80,7 @@ class _EEGModel(keras.Model):
             )
         check_eeg_shape(x.shape, self.partial_patch)
         size = 32 if batch_size is None else batch_count(batch_size)
-        heads = getattr(self, "encoder", self).config.num_heads
-        check_attention_memory(x.shape, min(size, len(x)), heads)
+        check_attention_memory(x.shape, min(size, len(x)), self.num_heads)
         chosen = self.__dict__.get("_jit_chosen", False)
         jit = self.jit_compile if chosen else default_jit_compile(self.precision)
         function = self.inference_function(jit)
@@ -106,6 +105,11 @@ class _EEGModel(keras.Model):
                 result = np.empty((len(x), *y.shape[1:]), dtype=y.dtype)
             result[start : start + real] = y
         return result
+
+    @property
+    def num_heads(self) -> int:
+        """Attention heads of the encoder's blocks."""
+        return getattr(self, "encoder", self).config.num_heads
 
     def compile(self, *args: Any, jit_compile: Any = "auto", **kwargs: Any) -> None:
         """Keras ``compile``; ``predict`` follows an explicit ``jit_compile`` (``"auto"``
@@ -134,7 +138,7 @@ def check_attention_memory(shape: tuple[int, ...], batch: int, num_heads: int) -
         raise InputError(
             f"EEG input of {channels} channels x {samples / PATCH_SIZE:g} s is {tokens} tokens "
             f"an example: the attention weights of one batch of {batch} alone would take "
-            f"{need / 2**30:.1f} GiB, more than this machine's {memory / 2**30:.1f} GiB of "
+            f"{need / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB of "
             "memory; use shorter windows (encode: --window) or a smaller batch_size"
         )
 

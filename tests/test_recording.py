@@ -359,6 +359,16 @@ def test_chunked_resampling_equals_whole_signal(sfreq):
 # ---------------------------------------------------------------------------------------------
 
 
+def test_a_window_too_long_for_memory_is_refused_before_reading(encoder, monkeypatch):
+    """A 10 h window over 35 s with pad_tail: 684,001 tokens (13,943 GiB of attention weights);
+    the error comes before the recording is read or a window is allocated."""
+    rec = open_recording(eeg_like(19, 200 * 35, 200.0), sfreq=200, ch_names=STANDARD_CHANNELS)
+    monkeypatch.setattr(type(rec), "windows", lambda *a, **k: pytest.fail("a window was read"))
+    message = r"684001 tokens an example: .* of 1 alone would take 13,943\.2 GiB"
+    with pytest.raises(eegdino_tf.InputError, match=message):
+        encode_recording(encoder, rec, window=36000, pad_tail=True, progress=False)
+
+
 def test_window_plans():
     rec = open_recording(np.zeros((1, 200 * 25)), sfreq=200, ch_names=["Cz"], channels=["Cz"])
     assert rec.window_starts(10).tolist() == [0, 2000]

@@ -78,6 +78,11 @@ def encode_recording(
         recording = open_recording(source, channels=channels, unit=unit)
     batch_count(batch_size)
     starts = recording.window_starts(window, stride, pad_tail)
+    if hasattr(model, "num_heads"):  # refused before any window is read, not at the first batch
+        from eegdino_tf.models import check_attention_memory
+
+        shape = (len(starts), len(recording.channels), round(window * SAMPLING_RATE))
+        check_attention_memory(shape, min(batch_size, len(starts)), model.num_heads)
     steps = [*recording.steps, recording.describe_windows(window, stride, pad_tail)]
     _log.info("%s", steps[-1])
     parts: dict[str, list[np.ndarray]] = {}
