@@ -103,6 +103,15 @@ def local_file(path: str) -> Iterator[str]:
         yield copy.name
 
 
+def same_file_key(path: str) -> str:
+    """What two spellings of one recording share: a local path's real path (``./a.edf`` and
+    ``a.edf``, a symlink and its target, resolved where the file is read); any other
+    filesystem's path as it is."""
+    if isinstance(FileSystems.get_filesystem(path), LocalFileSystem):
+        return os.path.realpath(path)
+    return path
+
+
 def output_name(recording: str) -> str:
     """The Parquet file name of ``recording`` under ``output/embeddings``: its stem and a hash
     of the path as given (so equal stems in different folders do not collide)."""
@@ -381,8 +390,10 @@ class EncodeCorpus(beam.PTransform):
     ``channels``, ``unit``, ``window``, ``stride``, ``pad_tail`` and ``tokens`` mean what they
     mean in :func:`eegdino_tf.io.encode_recording`; ``weights``, ``classifier``,
     ``batch_size``, ``share_across_processes``, ``model_copies`` and ``model_options``
-    (``precision``, ``norm_groups``, ...) go to :class:`EEGDinoModelHandler`. Duplicate paths
-    are encoded once. See the module's documentation for what is written.
+    (``precision``, ``norm_groups``, ...) go to :class:`EEGDinoModelHandler`. A recording
+    given twice, or under two spellings of one local file (:func:`same_file_key`), is encoded
+    once, under the first of its spellings in sort order. See the module's documentation for
+    what is written.
     """
 
     weights: str
@@ -441,7 +452,9 @@ class EncodeCorpus(beam.PTransform):
         opening = {"channels": self.channels, "unit": self.unit}
         read = (
             paths
-            | "Once each" >> beam.Distinct()
+            | "By file" >> beam.Map(lambda path: (same_file_key(path), path))
+            | "Once each" >> beam.CombinePerKey(min)  # one spelling of each file
+            | "Paths" >> beam.Values()
             | "Read windows"
             >> beam.ParDo(_ReadWindows(embeddings, opening, windowing)).with_outputs(
                 _PLAN, _ERROR, _SKIPPED, main="windows"

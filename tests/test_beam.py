@@ -175,7 +175,8 @@ def test_classifier_pt_from_a_manifest_with_a_duplicate_and_bad_files(corpus, tm
     no_eeg = tmp_path / "no_eeg.edf"  # only ECG / EMG: no channel to pick
     write_edf(no_eeg, eeg_like(2, 200 * 20, 200.0), ["ECG", "EMG chin"], 200.0)
     manifest = tmp_path / "list.txt"
-    manifest.write_text(f"# recordings\n{path}\n\n{missing}\n{path}\n{no_eeg}\n")
+    other_spelling = str(corpus / "sub" / ".." / "a.edf")  # the same file: encoded once
+    manifest.write_text(f"# recordings\n{path}\n\n{missing}\n{other_spelling}\n{no_eeg}\n{path}\n")
     output = tmp_path / "out"
     options = {"norm_groups": 4}
     result = encode_corpus(
