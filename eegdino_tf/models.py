@@ -55,7 +55,11 @@ class _EEGModel(keras.Model):
     """Checks the EEG input before Keras' own machinery, so errors say what EEG it wants."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        check_eeg_input(args[0] if args else kwargs.get("inputs"), self.partial_patch)
+        inputs = args[0] if args else kwargs.get("inputs")
+        check_eeg_input(inputs, self.partial_patch)
+        shape = tuple(inputs.shape)
+        if None not in shape:  # an array, or a traced tensor of known shape
+            check_attention_memory(shape, shape[0], self.num_heads)
         return super().__call__(*args, **kwargs)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):

@@ -154,6 +154,8 @@ def test_a_window_whose_attention_cannot_fit_in_memory_is_refused(monkeypatch):
     with pytest.raises(InputError, match=message) as err:
         encoder().predict(x, verbose=0)
     assert "1.5 GiB of memory; use shorter windows (encode: --window)" in str(err.value)
+    with pytest.raises(InputError, match="one batch of 2 alone"):  # calling the model too
+        encoder()(x)
     classifier = eegdino_tf.load_classifier(TINY / "tiny_classifier.safetensors", norm_groups=4)
     with pytest.raises(InputError, match="one batch of 2 alone"):  # the same for a classifier
         classifier.predict(x, verbose=0)
