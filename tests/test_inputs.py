@@ -128,6 +128,27 @@ def test_predict_fills_one_result_equal_to_the_call_from_float64_input():
     assert nrmse(out, encoder()(x.astype(np.float32)).numpy()) <= 1e-6
 
 
+def test_predict_runs_8_examples_a_batch_on_a_cpu_unless_told(monkeypatch):
+    if eegdino_tf.hardware.detect().gpus:
+        pytest.skip("this machine has a GPU, where predict's default batch is Keras' 32")
+    model, seen = encoder(), []
+    compiled = model.inference_function(True)
+
+    def counting(jit_compile):
+        def run(x):
+            seen.append(x.shape[0])
+            return compiled(x)
+
+        return run
+
+    monkeypatch.setattr(model, "inference_function", counting)
+    x = eeg(10)
+    out = model.predict(x, verbose=0)
+    assert seen == [8, 8]  # the last batch padded under XLA
+    seen.clear()
+    assert nrmse(out, model.predict(x, batch_size=32, verbose=0)) <= 1e-6 and seen == [10]
+
+
 def test_predict_names_the_first_non_finite_example():
     x = eeg(5)
     x[3, 2, 1] = np.inf
