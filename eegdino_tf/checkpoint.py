@@ -651,7 +651,7 @@ def _open_archive(path: Path) -> _Archive:
     if end and end[zipfile._ECD_SIZE] > MAX_ZIP_DIRECTORY_BYTES:
         raise CheckpointError(
             f"{path}: its zip central directory declares {end[zipfile._ECD_SIZE]} bytes, more "
-            f"than MAX_ZIP_DIRECTORY_BYTES={MAX_ZIP_DIRECTORY_BYTES} (a checkpoint's lists one "
+            f"than MAX_ZIP_DIRECTORY_BYTES={MAX_ZIP_DIRECTORY_BYTES} (a checkpoint lists one "
             "record per tensor storage: some 100 bytes each); refused before reading it"
         )
     if head.startswith(b"\x80"):
