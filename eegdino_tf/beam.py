@@ -89,11 +89,16 @@ def _counter(name: str, count: int = 1) -> None:
     beam.metrics.Metrics.counter(NAMESPACE, name).inc(count)
 
 
+def _on_local_disk(path: str) -> bool:
+    """Whether Beam opens ``path`` with its local filesystem (not ``gs://``, ``s3://``, ...)."""
+    return isinstance(FileSystems.get_filesystem(path), LocalFileSystem)
+
+
 @contextlib.contextmanager
 def local_file(path: str) -> Iterator[str]:
     """``path`` as a local file: itself on the local disk, else a temporary copy made through
     Beam's ``FileSystems`` (``gs://``, ``s3://``, ``hdfs://``, ...) and removed afterwards."""
-    if isinstance(FileSystems.get_filesystem(path), LocalFileSystem):
+    if _on_local_disk(path):
         yield path
         return
     with tempfile.NamedTemporaryFile(suffix=PurePosixPath(path).suffix) as copy:
@@ -107,7 +112,7 @@ def same_file_key(path: str) -> str:
     """What two spellings of one recording share: a local path's real path (``./a.edf`` and
     ``a.edf``, a symlink and its target, resolved where the file is read); any other
     filesystem's path as it is."""
-    if isinstance(FileSystems.get_filesystem(path), LocalFileSystem):
+    if _on_local_disk(path):
         return os.path.realpath(path)
     return path
 
@@ -575,7 +580,7 @@ def _check_weights(weights: str, classifier: bool, options: dict[str, Any]) -> N
     """A local weight file is read and checked now (a remote one when the workers load it)."""
     if not FileSystems.exists(weights):
         raise WeightsError(f"weights={weights!r}: no such file")
-    if not isinstance(FileSystems.get_filesystem(weights), LocalFileSystem):
+    if not _on_local_disk(weights):
         return
     from eegdino_tf.weights import describe_weights
 
@@ -591,7 +596,7 @@ def _check_weights(weights: str, classifier: bool, options: dict[str, Any]) -> N
 def _remove_empty_folders(folder: str) -> None:
     """Remove ``folder`` (local) and the folders under it that hold no file; one that holds a
     file (another run's temporary, say) stays, with the folders above it."""
-    if not isinstance(FileSystems.get_filesystem(folder), LocalFileSystem):
+    if not _on_local_disk(folder):
         return  # object stores have no empty folders
     for parent, _, _ in os.walk(folder, topdown=False):  # the deepest first
         with contextlib.suppress(OSError):
