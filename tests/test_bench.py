@@ -398,3 +398,38 @@ def test_training_benchmark_times_a_keras_step_and_names_the_missing_reference()
     if importlib.util.find_spec("torch") is None:
         with pytest.raises(training.Unavailable, match=r'pip install "\.\[bench\]"'):
             training.time_steps("torch", "small", batch=2, steps=1, warmup=1, threads=2)
+
+
+def test_gpu_bench_parity_on_tiny_fixture_is_float32_exact():
+    """The GPU run's parity check (here on the CPU): float32 graph and XLA within the fixture
+    tolerance, mixed_float16 within its accuracy bound, every case."""
+    from benchmarks import gpu
+
+    parity = gpu.fixture_parity(None)
+    assert parity["fixture"] == "tiny"
+    float32 = [v for k, v in parity.items() if k.startswith("float32_")]
+    half = [v for k, v in parity.items() if k.startswith("mixed_float16_")]
+    assert len(float32) == 6 and len(half) == 3
+    assert max(v["nrmse"] for v in float32) <= 2e-6
+    assert 1e-6 < max(v["nrmse"] for v in half) <= 1e-2  # float16 rounding shows, but small
+
+
+def test_gpu_bench_table_gives_xla_over_torch_per_row():
+    from benchmarks import gpu
+
+    rows = [
+        {"size": "small", "precision": "float32", "batch": 8, "runtime": r, "median_ms": ms}
+        for r, ms in (("predict", 2.5), ("graph", 4.0), ("xla", 2.0), ("torch", 5.0))
+    ]
+    table = gpu.format_table({"results": rows}).splitlines()
+    assert table[2] == "| small | float32 | 8 | 2.50 | 4.00 | 2.00 | 5.00 | 2.50x |"
+
+
+def test_gpu_bench_refuses_to_run_without_a_gpu(tmp_path):
+    from benchmarks import gpu
+
+    if hardware.detect().gpus:
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(SystemExit, match="sees no GPU"):
+        gpu.main(["--output-dir", str(tmp_path)])
+    assert not (tmp_path / gpu.JSON_NAME).exists()
