@@ -214,29 +214,14 @@ def export_tflite(
     (float32), ``"float16"`` (float16 weights) or ``"dynamic-int8"`` (int8 weights,
     dynamic-range activations; no calibration data). The NaN/Inf input check is left out.
     """
-    import tensorflow as tf
-
     litert = require("ai_edge_litert.interpreter", "export")
     if quantize not in QUANTIZATIONS:
         raise ExportError(f"unknown quantization {quantize!r}; choose one of {QUANTIZATIONS}")
     if batch < 1:
         raise ExportError(f"batch must be >= 1, got {batch}")
-    export_model = _without_finite_check(model)
-    spec = _input_spec(export_model, batch, channels, samples)
+    spec = _input_spec(model, batch, channels, samples)
     with atomic_output(output_path, force=force) as tmp:
-        serve = _frozen(_trace(export_model, spec, form=GELU_FORMS["tflite"]), spec)
-        converter = tf.lite.TFLiteConverter.from_concrete_functions(
-            [serve.get_concrete_function()], tf.Module()
-        )
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if quantize != "none":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantize == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        with _converter_errors("TFLite"):
-            flatbuffer = converter.convert()
-        _check_builtin_ops(flatbuffer)
-        tmp.write_bytes(flatbuffer)
+        tmp.write_bytes(tflite_flatbuffer(model, spec, quantize))
 
         interpreter = litert.Interpreter(
             model_content=tmp.read_bytes(), num_threads=os.cpu_count() or 1
@@ -250,6 +235,28 @@ def export_tflite(
         return _self_check(
             "tflite", model, {runtime: run}, tmp, Path(output_path), spec, quantize, latency_calls
         )
+
+
+def tflite_flatbuffer(model: keras.Model, spec: tf.TensorSpec, quantize: str = "none") -> bytes:
+    """``model`` converted to a TFLite flatbuffer of builtin ops only, for inputs of ``spec``
+    (its batch may be None: any batch), without the NaN/Inf input check; ``quantize`` as in
+    :func:`export_tflite`."""
+    import tensorflow as tf
+
+    export_model = _without_finite_check(model)
+    serve = _frozen(_trace(export_model, spec, form=GELU_FORMS["tflite"]), spec)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], tf.Module()
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    with _converter_errors("TFLite"):
+        flatbuffer = converter.convert()
+    _check_builtin_ops(flatbuffer)
+    return flatbuffer
 
 
 def export_onnx(

@@ -400,6 +400,7 @@ def test_training_benchmark_times_a_keras_step_and_names_the_missing_reference()
             training.time_steps("torch", "small", batch=2, steps=1, warmup=1, threads=2)
 
 
+@pytest.mark.filterwarnings("ignore::eegdino_tf.hardware.PrecisionWarning")
 def test_gpu_bench_parity_on_tiny_fixture_is_float32_exact():
     """The GPU run's parity check (here on the CPU): float32 graph and XLA within the fixture
     tolerance, mixed_float16 within its accuracy bound, every case."""

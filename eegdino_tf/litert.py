@@ -1,0 +1,64 @@
+"""LiteRT as :meth:`~eegdino_tf.EEGDinoEncoder.predict`'s runtime on a CPU:
+``model.predict(x, runtime="litert")``.
+
+LiteRT (TFLite's interpreter, with its XNNPACK kernels) runs this model's attention, at the
+small and medium widths, faster than XLA's CPU kernels do (README "Performance"). On the first
+such call for an input shape (channels, samples) the model is converted to the float32 TFLite
+flatbuffer that ``eegdino-tf export tflite`` writes, but for any batch size (seconds: ~9 s for
+small on 2 cores), and kept. The conversion holds the weights of that moment: ``fit``,
+``train_on_batch``, ``set_weights`` and ``load_weights`` drop it; after changing weights any
+other way, call ``model.reset_litert()``. Needs ai-edge-litert (the ``export`` extra).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from eegdino_tf.errors import ConfigError, require
+
+#: ``predict``'s runtimes: Keras (the compiled ``tf.function``, XLA or not) or LiteRT.
+RUNTIMES = ("keras", "litert")
+
+
+def litert_threads() -> int:
+    """TensorFlow's intra-op thread count where one was set, else the usable cores."""
+    import tensorflow as tf
+
+    threads = tf.config.threading.get_intra_op_parallelism_threads()
+    if threads:
+        return threads
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class LiteRTFunction:
+    """``model`` converted once, run by LiteRT: ``batch [B, C, T] float32 -> output`` (NumPy)
+    for any ``B``, at the ``channels`` and ``samples`` it was made for."""
+
+    def __init__(self, model: Any, channels: int, samples: int, threads: int | None = None):
+        from eegdino_tf.export import _input_spec, tflite_flatbuffer
+
+        if model.precision != "float32":
+            raise ConfigError(
+                f"runtime='litert' runs float32 models; this one is precision="
+                f"{model.precision!r} (use runtime='keras')"
+            )
+        litert = require("ai_edge_litert.interpreter", "export")
+        flatbuffer = tflite_flatbuffer(model, _input_spec(model, None, channels, samples))
+        self.interpreter = litert.Interpreter(
+            model_content=flatbuffer, num_threads=threads or litert_threads()
+        )
+        (self._input,) = (d["index"] for d in self.interpreter.get_input_details())
+        self._output = self.interpreter.get_output_details()[0]["index"]
+        self._shape: tuple[int, ...] | None = None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if batch.shape != self._shape:  # a new batch size: size the interpreter's tensors
+            self.interpreter.resize_tensor_input(self._input, batch.shape)
+            self.interpreter.allocate_tensors()
+            self._shape = batch.shape
+        self.interpreter.set_tensor(self._input, batch)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output)

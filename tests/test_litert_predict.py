@@ -1,0 +1,72 @@
+"""``predict(x, runtime="litert")``: the model run by LiteRT keeps float32 parity, follows the
+weights, and refuses what it cannot run."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import tensorflow as tf
+from conftest import OVERRIDES, fixture_path, load_io, nrmse
+
+import eegdino_tf
+from eegdino_tf.errors import ConfigError
+
+TOLERANCE = 2e-6
+
+
+@functools.cache
+def encoder(model: str):
+    return eegdino_tf.load_encoder(fixture_path(f"{model}_encoder.safetensors"), **OVERRIDES[model])
+
+
+@pytest.mark.parametrize("model", ["tiny", "small"])
+def test_litert_predict_matches_reference_tokens(model):
+    io, run = load_io(model), encoder(model)
+    for case in ("", "_c16", "_b1"):
+        # batch_size 2 over 3 examples: a full batch, then a padded one
+        tokens = run.predict(io["raw_uv" + case], batch_size=2, verbose=0, runtime="litert")
+        assert tokens.shape == io["tokens" + case].shape
+        assert nrmse(tokens, io["tokens" + case]) <= TOLERANCE
+    assert set(run.__dict__["_litert_functions"]) == {(19, 2000), (16, 3000)}
+
+
+def test_litert_predict_matches_reference_logits():
+    io = load_io("tiny")
+    model = eegdino_tf.load_classifier(
+        fixture_path("tiny_classifier.safetensors"), **OVERRIDES["tiny"]
+    )
+    logits = model.predict(io["raw_uv"], verbose=0, runtime="litert")
+    assert nrmse(logits, io["logits"]) <= TOLERANCE
+
+
+def test_litert_conversion_is_kept_and_dropped_when_weights_change():
+    io = load_io("tiny")
+    model = eegdino_tf.load_encoder(fixture_path("tiny_encoder.safetensors"), **OVERRIDES["tiny"])
+    x = io["raw_uv"]
+    model.predict(x, verbose=0, runtime="litert")
+    first = model.litert_function(19, 2000)
+    model.predict(x[:1], verbose=0, runtime="litert")
+    assert model.litert_function(19, 2000) is first  # one conversion, any batch
+
+    model.set_weights([w * 0.5 for w in model.get_weights()])
+    changed = model.predict(x, verbose=0, runtime="litert")
+    assert model.litert_function(19, 2000) is not first
+    keras_tokens = model.predict(x, verbose=0)
+    assert nrmse(changed, keras_tokens) <= TOLERANCE
+    assert nrmse(changed, io["tokens"]) > 0.1  # the new weights, not the converted old ones
+
+
+@pytest.mark.filterwarnings("ignore::eegdino_tf.hardware.PrecisionWarning")
+def test_litert_predict_refuses_what_it_cannot_run():
+    io = load_io("tiny")
+    x = io["raw_uv"]
+    with pytest.raises(ConfigError, match="unknown runtime 'tflite'"):
+        encoder("tiny").predict(x, runtime="tflite")
+    with pytest.raises(ConfigError, match="takes a NumPy array or tensor"):
+        encoder("tiny").predict(tf.data.Dataset.from_tensors(x), runtime="litert")
+    half = eegdino_tf.load_encoder(
+        fixture_path("tiny_encoder.safetensors"), precision="mixed_bfloat16", **OVERRIDES["tiny"]
+    )
+    with pytest.raises(ConfigError, match="runs float32 models.*mixed_bfloat16"):
+        half.predict(x, verbose=0, runtime="litert")
