@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import configure_threads, run_in_child
-from benchmarks.settings import EXPORTED, REFERENCES, Settings, Unavailable
+from benchmarks.settings import FLOAT32_ONLY, REFERENCES, Settings, Unavailable
 from eegdino_tf.config import SAMPLING_RATE, EEGDinoConfig
 from eegdino_tf.errors import EEGDinoError
 
@@ -266,8 +267,8 @@ class SizeModels:
         threads = self.settings.threads
         if runtime in REFERENCES:
             return torch_runner(self.reference(), self.config.input_scale, runtime != "torch")
-        if runtime in EXPORTED and precision != "float32":
-            raise Unavailable(f"{runtime} runs the float32 export only")
+        if runtime in FLOAT32_ONLY and precision != "float32":
+            raise Unavailable(f"{runtime} runs float32 models only")
         if runtime == "tflite":
             return tflite_runner(self.exported("tflite", batch), threads)
         if runtime == "onnx":
@@ -278,4 +279,8 @@ class SizeModels:
         model = self.keras(precision)
         if runtime == "predict":
             return PredictRunner(model)
+        if runtime == "predict-litert":  # converts on its first (untimed) call
+            if importlib.util.find_spec("ai_edge_litert") is None:
+                raise Unavailable(f"ai-edge-litert is not installed; {BENCH_EXTRA} installs it")
+            return lambda x: model.predict(x, batch_size=len(x), verbose=0, runtime="litert")
         return lambda x: np.asarray(model(x, training=False))

@@ -8,7 +8,19 @@ from pathlib import Path
 
 from eegdino_tf.config import PRECISIONS, PRESETS, EEGDinoConfig, get_config
 
-RUNTIMES = ("eager", "predict", "graph", "xla", "tflite", "onnx", "torch", "torch-bf16")
+RUNTIMES = (
+    "eager",
+    "predict",
+    "predict-litert",
+    "graph",
+    "xla",
+    "tflite",
+    "onnx",
+    "torch",
+    "torch-bf16",
+)
+#: Runtimes that run float32 models only.
+FLOAT32_ONLY = ("predict-litert", "tflite", "onnx")
 #: The PyTorch reference runtimes, and the precision of ours each one is compared with.
 REFERENCES = {"torch": "float32", "torch-bf16": "mixed_bfloat16"}
 #: The precisions in the order the benchmark measures and reports them: those with a PyTorch
@@ -62,9 +74,10 @@ class Settings:
         return size, 8 if 8 in self.batches else max(self.batches)
 
 
-#: ``--quick``: a short smoke run, the real small model through ``predict`` and PyTorch (the
-#: ``xla`` row is the compiled call ``predict`` makes, whose overhead is measured inside each
-#: call anyway), no exports, memory probes or isolated runs, a smaller peak matmul (1024: 1/8
+#: ``--quick``: a short smoke run, the real small model through ``predict`` (Keras, and LiteRT,
+#: whose conversion, ~9 s, is the run's longest step) and PyTorch (the ``xla`` row is the
+#: compiled call ``predict`` makes, whose overhead is measured inside each call anyway), no
+#: exports, memory probes or isolated runs, a smaller peak matmul (1024: 1/8
 #: the work of the default; on the shared 2-core VM TensorFlow's float32 GFLOP/s at 1024
 #: matched 2048's within 6%, PyTorch's was up to 20% lower) and a short RSS check (explicit
 #: options still win).
@@ -72,7 +85,7 @@ QUICK = {
     "sizes": ("small",),
     "precisions": ("float32",),
     "batches": (1, 8),
-    "runtimes": ("predict", "torch"),
+    "runtimes": ("predict", "predict-litert", "torch"),
     "runs": 3,
     "warmup": 2,
     "leak_calls": 10,

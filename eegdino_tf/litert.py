@@ -4,8 +4,8 @@
 LiteRT (TFLite's interpreter, with its XNNPACK kernels) runs this model's attention, at the
 small and medium widths, faster than XLA's CPU kernels do (README "Performance"). On the first
 such call for an input shape (channels, samples) the model is converted to the float32 TFLite
-flatbuffer that ``eegdino-tf export tflite`` writes, but for any batch size (seconds: ~9 s for
-small on 2 cores), and kept. The conversion holds the weights of that moment: ``fit``,
+flatbuffer that ``eegdino-tf export tflite`` writes, but for any batch size (on 2 cores: ~9 s for
+small, ~35 s for medium), and kept. The conversion holds the weights of that moment: ``fit``,
 ``train_on_batch``, ``set_weights`` and ``load_weights`` drop it; after changing weights any
 other way, call ``model.reset_litert()``. Needs ai-edge-litert (the ``export`` extra).
 """
@@ -13,14 +13,12 @@ other way, call ``model.reset_litert()``. Needs ai-edge-litert (the ``export`` e
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import numpy as np
 
 from eegdino_tf.errors import ConfigError, require
-
-#: ``predict``'s runtimes: Keras (the compiled ``tf.function``, XLA or not) or LiteRT.
-RUNTIMES = ("keras", "litert")
 
 
 def litert_threads() -> int:
@@ -35,7 +33,8 @@ def litert_threads() -> int:
 
 class LiteRTFunction:
     """``model`` converted once, run by LiteRT: ``batch [B, C, T] float32 -> output`` (NumPy)
-    for any ``B``, at the ``channels`` and ``samples`` it was made for."""
+    for any ``B``, at the ``channels`` and ``samples`` it was made for. Calls from several
+    threads take turns (an interpreter runs one call at a time)."""
 
     def __init__(self, model: Any, channels: int, samples: int, threads: int | None = None):
         from eegdino_tf.export import _input_spec, tflite_flatbuffer
@@ -53,12 +52,14 @@ class LiteRTFunction:
         (self._input,) = (d["index"] for d in self.interpreter.get_input_details())
         self._output = self.interpreter.get_output_details()[0]["index"]
         self._shape: tuple[int, ...] | None = None
+        self._lock = threading.Lock()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        if batch.shape != self._shape:  # a new batch size: size the interpreter's tensors
-            self.interpreter.resize_tensor_input(self._input, batch.shape)
-            self.interpreter.allocate_tensors()
-            self._shape = batch.shape
-        self.interpreter.set_tensor(self._input, batch)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._output)
+        with self._lock:
+            if batch.shape != self._shape:  # a new batch size: size the interpreter's tensors
+                self.interpreter.resize_tensor_input(self._input, batch.shape)
+                self.interpreter.allocate_tensors()
+                self._shape = batch.shape
+            self.interpreter.set_tensor(self._input, batch)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self._output)

@@ -30,6 +30,7 @@ from eegdino_tf import hardware
 from eegdino_tf import weights as W
 from eegdino_tf.config import (
     PATCH_SIZE,
+    RUNTIMES,
     EEGDinoConfig,
     ModelOptions,
     batch_count,
@@ -47,7 +48,7 @@ from eegdino_tf.layers import (
     check_eeg_input,
     check_eeg_shape,
 )
-from eegdino_tf.litert import RUNTIMES, LiteRTFunction
+from eegdino_tf.litert import LiteRTFunction
 
 _SERIALIZABLE = keras.saving.register_keras_serializable(package="eegdino_tf")
 
@@ -230,9 +231,10 @@ def default_batch_size() -> int:
 def default_jit_compile(precision: str) -> bool:
     """Whether :meth:`predict` uses XLA when ``compile`` did not say, for this machine.
 
-    Measured (``eegdino-tf bench``, README "Performance"): XLA on a GPU and for float32 and
+    Measured on CPUs (``eegdino-tf bench``, README "Performance"): XLA for float32 and
     mixed_float16 on every CPU; for mixed_bfloat16, XLA except on CPUs with native bfloat16
-    (AMX-BF16, AVX512-BF16), where oneDNN's bfloat16 kernels beat it.
+    (AMX-BF16, AVX512-BF16), where oneDNN's bfloat16 kernels beat it. On a GPU, XLA: not yet
+    measured (``python -m benchmarks.gpu`` does).
     """
     hw = hardware.detect()
     if hw.gpus or precision != "mixed_bfloat16":

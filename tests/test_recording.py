@@ -271,6 +271,21 @@ def test_unsupported_unit_is_an_error_unless_overridden(tmp_path):
     np.testing.assert_allclose(rec.read(0, 400), read_back_uv(path, ["C3", "C4"], 1e3))
 
 
+def test_cli_encode_through_litert_matches_keras(tmp_path, encoder):
+    path = tmp_path / "rec.edf"
+    write_edf(path, eeg_like(19, 200 * 20, 200.0), TUH_LABELS, 200.0, unit="uV")
+    weights = str(TINY / "tiny_encoder.safetensors")
+    outputs = {}
+    for runtime in ("keras", "litert"):
+        out = tmp_path / f"{runtime}.npz"
+        argv = ["encode", str(path), "--weights", weights, "--output", str(out)]
+        assert cli.main([*argv, "--norm-groups", "4", "--runtime", runtime]) == 0
+        outputs[runtime] = np.load(out)
+    for key in ("global_token", "mean_token"):
+        assert outputs["litert"][key].shape == (2, 64)
+        assert nrmse(outputs["litert"][key], outputs["keras"][key]) <= 2e-6
+
+
 def test_unknown_unit_argument_names_the_keyword(tmp_path, encoder, capsys):
     """A bad ``unit`` blames the argument (in Python words; the CLI's in flags), not the file."""
     path = tmp_path / "u.edf"

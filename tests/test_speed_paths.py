@@ -4,9 +4,10 @@ timer, and the ``xla`` / ``graph`` runtimes, which share ``predict``'s compiled 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from benchmarks.runners import CallTimer, PredictRunner, SizeModels
-from benchmarks.settings import Settings
+from benchmarks.settings import Settings, Unavailable
 from benchmarks.timing import _own_ms
 from benchmarks.workload import eeg_input
 
@@ -30,3 +31,13 @@ def test_timed_predict_and_the_bare_calls_match_the_model(tmp_path):
     for runtime, jit in (("xla", True), ("graph", False)):
         assert models.function("float32", jit) is type(model).inference_function(model, jit)
         np.testing.assert_allclose(models.runner(runtime, "float32", 3)(x), expected, atol=1e-5)
+
+
+def test_timed_litert_predict_matches_the_model_and_is_float32_only(tmp_path):
+    models = SizeModels(Settings(depth=1, channels=2, samples=400), "small", tmp_path)
+    x = eeg_input(3, 2, 400)
+    expected = np.asarray(models.keras("float32")(x, training=False))
+    run = models.runner("predict-litert", "float32", 3)
+    np.testing.assert_allclose(run(x), expected, rtol=0, atol=1e-5)
+    with pytest.raises(Unavailable, match="float32 models only"):
+        models.runner("predict-litert", "mixed_bfloat16", 3)

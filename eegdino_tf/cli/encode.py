@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from eegdino_tf.cli.options import add_encode_options, add_force, add_model_options, load_model
+from eegdino_tf.config import RUNTIMES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,6 +26,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_encode_options(parser)
     add_force(parser)
     add_model_options(parser, precision="float32")
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="keras",
+        help="what runs the model (default keras); litert: LiteRT on the CPU, float32, after "
+        "a one-off conversion (seconds), faster there for small and medium weights",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -49,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
             tokens=args.tokens,
             pad_tail=args.pad_tail,
             progress=sys.stderr.isatty(),
+            runtime=args.runtime,
         )
         with open(tmp, "wb") as file:
             np.savez(file, **result)

@@ -55,6 +55,7 @@ def encode_recording(
     tokens: bool = False,
     pad_tail: bool = False,
     progress: bool = True,
+    runtime: str = "keras",
 ) -> dict[str, np.ndarray]:
     """Encode a whole recording, window by window, with an EEG-DINO encoder or classifier.
 
@@ -62,7 +63,8 @@ def encode_recording(
     :func:`eegdino_tf.load_classifier` (output ``[B, n_classes]``); it is fed raw microvolts
     ``[batch_size, C, window*200]``. ``source`` is anything
     :func:`~eegdino_tf.io.open_recording` takes (then ``channels`` and ``unit`` go to it) or an
-    opened :class:`~eegdino_tf.io.Recording`.
+    opened :class:`~eegdino_tf.io.Recording`. ``runtime`` is ``predict``'s: ``"keras"``, or
+    ``"litert"`` (LiteRT on the CPU, float32; see :mod:`eegdino_tf.litert`).
 
     Returns, for W windows: ``window_start_s`` ``[W]``, ``channels`` and ``source_channels``
     ``[C]``, ``sfreq`` (200.0), ``steps`` (what was done, one line each) and, for an encoder,
@@ -89,8 +91,11 @@ def encode_recording(
     _log.info("%s", steps[-1])
     parts: dict[str, list[np.ndarray]] = {}
 
+    # A model of the user's own takes Keras' predict, which has no runtime argument.
+    extra = {} if runtime == "keras" else {"runtime": runtime}
+
     def run(batch: list[np.ndarray]) -> None:
-        out = model.predict(np.stack(batch), batch_size=batch_size, verbose=0)
+        out = model.predict(np.stack(batch), batch_size=batch_size, verbose=0, **extra)
         for key, value in summarize(out, tokens).items():
             parts.setdefault(key, []).append(value)
 
