@@ -49,9 +49,10 @@ class LiteRTFunction:
         self.interpreter = litert.Interpreter(
             model_content=flatbuffer, num_threads=threads or litert_threads()
         )
-        (self._input,) = (d["index"] for d in self.interpreter.get_input_details())
+        (entry,) = self.interpreter.get_input_details()
+        self._input, self._shape = entry["index"], tuple(entry["shape"])  # batch 1 until resized
         self._output = self.interpreter.get_output_details()[0]["index"]
-        self._shape: tuple[int, ...] | None = None
+        self.interpreter.allocate_tensors()  # applies the XNNPACK delegate now, not mid-run
         self._lock = threading.Lock()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -14,10 +14,9 @@ import contextlib
 import importlib
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 
-from eegdino_tf.cli.options import translate
+from eegdino_tf.cli.options import stderr_set_aside, translate
 from eegdino_tf.errors import EEGDinoError
 
 #: Command modules, in the order ``--help`` lists them.
@@ -38,29 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def quiet_startup() -> Iterator[None]:
-    """Import TensorFlow and find its devices with the process's stderr set aside.
-
-    TensorFlow's C++ start-up lines (oneDNN notice, CUDA probing, ``E0000 ... cuInit``) are
-    written before its log level applies. If the import itself fails, what was written is
-    shown after all.
-    """
+    """Import TensorFlow and find its devices with the process's stderr set aside: its C++
+    start-up lines (oneDNN notice, CUDA probing, ``E0000 ... cuInit``) are written before its
+    log level applies."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow as tf
+    with stderr_set_aside():
+        import tensorflow as tf
 
-            tf.config.list_physical_devices()
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+        tf.config.list_physical_devices()
     yield
 
 

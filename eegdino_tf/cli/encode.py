@@ -7,7 +7,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eegdino_tf.cli.options import add_encode_options, add_force, add_model_options, load_model
+from eegdino_tf.cli.options import (
+    add_encode_options,
+    add_force,
+    add_model_options,
+    load_model,
+    stderr_set_aside,
+)
 from eegdino_tf.config import RUNTIMES
 
 
@@ -42,12 +48,17 @@ def run(args: argparse.Namespace) -> int:
 
     from eegdino_tf.files import atomic_output
     from eegdino_tf.io import encode_recording, open_recording
+    from eegdino_tf.io.windows import seconds_to_samples
 
     # The recording is opened and its windows checked before the model loads (seconds).
     recording = open_recording(args.input, channels=args.channels, unit=args.unit)
     recording.window_starts(args.window, args.stride, args.pad_tail)
     with atomic_output(args.output, force=args.force) as tmp:
         model = load_model(args)
+        if args.runtime == "litert":  # convert first, the converter's C++ log lines set aside
+            samples = seconds_to_samples(args.window, "window", whole_seconds=True)
+            with stderr_set_aside():
+                model.litert_function(len(recording.channels), samples)
         result = encode_recording(
             model,
             recording,

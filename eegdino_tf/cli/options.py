@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
+import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from eegdino_tf.config import PRECISIONS
@@ -123,3 +128,23 @@ def translate(message: str, parser: argparse.ArgumentParser) -> str:
 
 class UsageError(EEGDinoError):
     """The command line itself is inconsistent (options that do not go together)."""
+
+
+@contextlib.contextmanager
+def stderr_set_aside() -> Iterator[None]:
+    """Run the block with the process's stderr (file descriptor 2, where C++ libraries log)
+    set aside; if the block raises, what was written is shown after all."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
