@@ -44,24 +44,33 @@ def bare_runtimes() -> dict[str, str]:
     return {p: "xla" if default_jit_compile(p) else "graph" for p in BENCH_PRECISIONS}
 
 
+#: For ``predict(runtime="litert")``, the bare runtime beside it: the fixed-batch TFLite export.
+LITERT_BARE = "tflite"
+
+
 def predict_overheads(rows: list[dict[str, Any]], bare: dict[str, str]) -> list[dict[str, Any]]:
     """What ``predict`` costs a call over the bare compiled call it makes (``bare``, per
-    precision), for each ``predict`` row measured inside its calls or with a bare row beside
-    it (same mode, size, batch): ``own_ms``, measured inside each call (its wall time less the
-    compiled call's; immune to the load that moves the medians by milliseconds), and
+    precision; :data:`LITERT_BARE` for ``predict-litert``), for each ``predict`` and
+    ``predict-litert`` row measured inside its calls or with a bare row beside it (same mode,
+    size, batch): ``own_ms``, measured inside each call (its wall time less the compiled
+    call's or LiteRT run's; immune to the load that moves the medians by milliseconds), and
     ``overhead_ms``, the difference of the medians (None without the bare row)."""
     by_key = {row_key(r): r for r in rows}
     found = []
     for r in rows:
-        other = by_key.get(row_key(r, runtime=bare[r["precision"]]), {})
-        if r["runtime"] == "predict" and (other or r.get("own_ms") is not None):
+        if r["runtime"] not in ("predict", "predict-litert"):
+            continue
+        base = bare[r["precision"]] if r["runtime"] == "predict" else LITERT_BARE
+        other = by_key.get(row_key(r, runtime=base), {})
+        if other or r.get("own_ms") is not None:
             found.append(
                 {
                     "size": r["size"],
                     "precision": r["precision"],
                     "batch": r["batch"],
                     "mode": r["mode"],
-                    "bare_runtime": bare[r["precision"]],
+                    "runtime": r["runtime"],
+                    "bare_runtime": base,
                     "predict_ms": r["median_ms"],
                     "bare_ms": other.get("median_ms"),
                     "overhead_ms": r["median_ms"] - other["median_ms"] if other else None,

@@ -95,9 +95,9 @@ def format_report(report: dict[str, Any]) -> str:
     if overheads:
         lines += [
             "",
-            "predict's overhead over the bare compiled call it makes (median ms): measured"
-            " inside each call (its time less the compiled call's), and the difference of the"
-            " medians",
+            "predict's overhead over the bare call it makes (median ms): measured inside each"
+            " call (its time less the compiled call's or LiteRT run's), and the difference of"
+            " the medians (predict-litert: against the fixed-batch tflite export)",
         ]
         for o in overheads:
             own = "?" if o["own_ms"] is None else f"{o['own_ms']:.2f}"
@@ -108,7 +108,8 @@ def format_report(report: dict[str, Any]) -> str:
                 else f"(no {o['bare_runtime']} row)"
             )
             lines.append(
-                f"  {o['size']:<7} {o['precision']:<14} batch {o['batch']:<3} {o['mode']:<11} "
+                f"  {o['runtime']:<14} {o['size']:<7} {o['precision']:<14} "
+                f"batch {o['batch']:<3} {o['mode']:<11} "
                 f"{own:>6}   {difference}"
             )
     memory = report["peak_memory"]

@@ -147,15 +147,15 @@ def onnx_runner(path: Path, threads: int) -> BatchRunner:
 
 
 class CallTimer:
-    """Stands in for a model's ``inference_function``: the same compiled functions, each
-    call's wall time added to ``calls_ms``."""
+    """Stands in for a model's ``inference_function`` (or ``litert_function``): the same
+    functions, each call's wall time added to ``calls_ms``."""
 
-    def __init__(self, inference_function: Callable[[bool], Any]):
-        self.unwrapped = inference_function
+    def __init__(self, function_of: Callable[..., Any]):
+        self.unwrapped = function_of
         self.calls_ms: list[float] = []
 
-    def __call__(self, jit_compile: bool) -> Callable[[Any], Any]:
-        function = self.unwrapped(jit_compile)
+    def __call__(self, *args: Any) -> Callable[[Any], Any]:
+        function = self.unwrapped(*args)
 
         def timed(x: Any) -> Any:
             start = time.perf_counter()
@@ -167,18 +167,21 @@ class CallTimer:
 
 
 class PredictRunner:
-    """``model.predict`` on one batch; ``own_ms`` gets each call's own time: its wall time
-    less that of the compiled call inside it (the model's :class:`CallTimer`)."""
+    """``model.predict`` on one batch (through Keras, or LiteRT: ``runtime``); ``own_ms`` gets
+    each call's own time: its wall time less that of the compiled call or LiteRT run inside
+    it (the model's :class:`CallTimer`)."""
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, runtime: str = "keras"):
         self.model = model
+        self.runtime = runtime
         self.own_ms: list[float] = []
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        timer = self.model.inference_function
+        keras = self.runtime == "keras"
+        timer = self.model.inference_function if keras else self.model.litert_function
         timer.calls_ms.clear()
         start = time.perf_counter()
-        y = self.model.predict(x, batch_size=len(x), verbose=0)
+        y = self.model.predict(x, batch_size=len(x), verbose=0, runtime=self.runtime)
         self.own_ms.append((time.perf_counter() - start) * 1e3 - sum(timer.calls_ms))
         return y
 
@@ -208,13 +211,14 @@ class SizeModels:
         return value
 
     def keras(self, precision: str) -> Any:
-        """The encoder of ``precision``, its ``predict`` timing the compiled call it makes
-        (:class:`CallTimer`)."""
+        """The encoder of ``precision``, its ``predict`` timing the compiled call or LiteRT run
+        it makes (:class:`CallTimer`)."""
         from eegdino_tf.models import build_encoder
 
         def make() -> Any:
             model = build_encoder(self.config, precision=precision)
             model.inference_function = CallTimer(model.inference_function)
+            model.litert_function = CallTimer(model.litert_function)
             return model
 
         return self._get(("keras", precision), make)
@@ -282,5 +286,5 @@ class SizeModels:
         if runtime == "predict-litert":  # converts on its first (untimed) call
             if importlib.util.find_spec("ai_edge_litert") is None:
                 raise Unavailable(f"ai-edge-litert is not installed; {BENCH_EXTRA} installs it")
-            return lambda x: model.predict(x, batch_size=len(x), verbose=0, runtime="litert")
+            return PredictRunner(model, runtime="litert")
         return lambda x: np.asarray(model(x, training=False))

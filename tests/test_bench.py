@@ -120,6 +120,16 @@ def test_peak_fractions_match_precision_and_predict_overhead_is_a_difference():
     assert found[(alone, "float32")]["overhead_ms"] == pytest.approx(0.5)
 
 
+def test_litert_predict_overhead_is_against_the_tflite_export():
+    rows = [row("predict-litert", "float32", 7.0), row("tflite", "float32", 6.5),
+            row("predict", "float32", 12.0), row("xla", "float32", 10.0)]  # fmt: skip
+    overheads = compare.predict_overheads(rows, {"float32": "xla"})
+    found = {o["runtime"]: o for o in overheads}
+    assert found["predict-litert"]["bare_runtime"] == "tflite"
+    assert found["predict-litert"]["overhead_ms"] == pytest.approx(0.5)
+    assert found["predict"]["overhead_ms"] == pytest.approx(2.0)
+
+
 def test_table_puts_each_isolated_row_after_its_round_robin_row():
     alone = ISOLATED
     rows = [row("xla", "float32", 1.0), row("torch", "float32", 2.0),

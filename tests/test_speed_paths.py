@@ -38,6 +38,11 @@ def test_timed_litert_predict_matches_the_model_and_is_float32_only(tmp_path):
     x = eeg_input(3, 2, 400)
     expected = np.asarray(models.keras("float32")(x, training=False))
     run = models.runner("predict-litert", "float32", 3)
-    np.testing.assert_allclose(run(x), expected, rtol=0, atol=1e-5)
+    assert isinstance(run, PredictRunner) and run.runtime == "litert"
+    for _ in range(3):
+        np.testing.assert_allclose(run(x), expected, rtol=0, atol=1e-5)
+    timer = models.keras("float32").litert_function
+    assert isinstance(timer, CallTimer) and len(timer.calls_ms) == 1  # one LiteRT run a call
+    assert len(run.own_ms) == 3 and all(0 < ms < 1e3 for ms in run.own_ms[1:])
     with pytest.raises(Unavailable, match="float32 models only"):
         models.runner("predict-litert", "mixed_bfloat16", 3)
