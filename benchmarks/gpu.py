@@ -38,7 +38,7 @@ from benchmarks.runners import reference_model
 from benchmarks.settings import Unavailable
 from benchmarks.timing import time_ms
 from benchmarks.workload import eeg_input, flops_per_example
-from eegdino_tf.config import get_config
+from eegdino_tf.config import EEGDinoConfig, get_config
 
 SIZES = ("small", "medium", "large")
 PRECISIONS = ("float32", "mixed_float16")
@@ -135,13 +135,12 @@ def keras_runners(model: Any, batch: int) -> dict[str, Callable[[Any], Any]]:
     }
 
 
-def torch_runner(size: str, precision: str, device: str) -> Callable[[Any], Any]:
+def torch_runner(config: EEGDinoConfig, precision: str, device: str) -> Callable[[Any], Any]:
     """braindecode's reference on ``device``; mixed_float16: float16 autocast."""
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
         raise Unavailable("PyTorch sees no CUDA device")
-    config = get_config(size)
     model = reference_model(config, 19, 2000).to(device)
     half = precision == "mixed_float16"
 
@@ -182,12 +181,13 @@ def gpu_benchmark(args: argparse.Namespace, log: Callable[[str], None]) -> dict[
     report["parity"] = fixture_parity(args.fixtures)
     log(f"parity: {report['parity']}")
     for size in args.sizes:
-        flops = flops_per_example(get_config(size))
+        config = get_config(size, **({"depth": args.depth} if args.depth else {}))
+        flops = flops_per_example(config)
         for precision in PRECISIONS:
-            model = build_encoder(get_config(size), precision=precision)
+            model = build_encoder(config, precision=precision)
             runners: dict[str, Callable[[Any], Any]] = {}
             try:
-                runners["torch"] = torch_runner(size, precision, device)
+                runners["torch"] = torch_runner(config, precision, device)
             except (Unavailable, ImportError, RuntimeError) as err:
                 notes.append(f"{size} {precision} torch: {type(err).__name__}: {err}")
             for batch in args.batches:
@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gemm", type=int, default=PEAK_SIDE, help="side of the peak matmul")
     parser.add_argument("--tf32", action="store_true", help="leave TensorFlow's TF32 matmuls on")
     parser.add_argument("--cpu", action="store_true", help="run without a GPU (a smoke test)")
+    parser.add_argument("--depth", type=int, help="override the layer count (smoke tests)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     report = gpu_benchmark(args, log=lambda line: print(line, file=sys.stderr, flush=True))

@@ -444,3 +444,22 @@ def test_gpu_bench_refuses_to_run_without_a_gpu(tmp_path):
     with pytest.raises(SystemExit, match="sees no GPU"):
         gpu.main(["--output-dir", str(tmp_path)])
     assert not (tmp_path / gpu.JSON_NAME).exists()
+
+
+@pytest.mark.filterwarnings("ignore::eegdino_tf.hardware.PrecisionWarning")
+def test_gpu_bench_runs_end_to_end_on_the_cpu(tmp_path, capsys):
+    """The GPU run's whole flow (``--cpu``, one layer): peaks, parity, every runtime and
+    precision, the JSON and the table."""
+    from benchmarks import gpu
+
+    argv = ["--cpu", "--sizes", "small", "--batches", "1", "--runs", "1", "--warmup", "0",
+            "--gemm", "64", "--depth", "1", "--output-dir", str(tmp_path)]  # fmt: skip
+    assert gpu.main(argv) == 0
+    report = json.loads((tmp_path / gpu.JSON_NAME).read_text())
+    assert report["tf32"] is False and report["parity"]["fixture"] == "tiny"
+    assert report["matmul_peak_gflop_per_s"]["tf_xla_float32"] > 0
+    rows = {(r["precision"], r["runtime"]): r for r in report["results"]}
+    runtimes = set(gpu.RUNTIMES) - (set() if "torch" in {r for _, r in rows} else {"torch"})
+    assert set(rows) == {(p, r) for p in gpu.PRECISIONS for r in runtimes}
+    assert all(r["median_ms"] > 0 and r["samples_per_s"] > 0 for r in rows.values())
+    assert "| small | float32 | 1 |" in capsys.readouterr().out
