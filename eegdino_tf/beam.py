@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from eegdino_tf.config import SAMPLING_RATE, batch_count
+from eegdino_tf.config import RUNTIMES, SAMPLING_RATE, batch_count
 from eegdino_tf.errors import (
     ConfigError,
     EEGDinoError,
@@ -136,7 +136,9 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
     per machine instead. Each load adds one to the Beam counter ``model_loads``.
 
     Batches are exactly ``batch_size`` windows (a bundle's last batch is padded to it, so XLA
-    compiles one program). Outputs: ``global_token`` and ``mean_token`` ``[D]`` (and ``tokens``
+    compiles one program). ``runtime`` is ``predict``'s: ``"keras"`` or ``"litert"`` (LiteRT
+    on the worker's CPU, float32; converted once per loaded model, see
+    :mod:`eegdino_tf.litert`). Outputs: ``global_token`` and ``mean_token`` ``[D]`` (and ``tokens``
     ``[1 + C*P, D]`` with ``tokens=True``) for an encoder; ``logits`` and ``probabilities``
     for a classifier; float32, as :func:`eegdino_tf.io.encode_recording` computes them.
     """
@@ -150,9 +152,12 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
         batch_size: int = 8,
         share_across_processes: bool = False,
         model_copies: int | None = None,
+        runtime: str = "keras",
         **options: Any,
     ) -> None:
         batch_count(batch_size)
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
         if tokens and classifier:
             raise ConfigError("tokens=True needs an encoder, not classifier=True")
         super().__init__(
@@ -165,6 +170,7 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
         self.classifier = classifier
         self.tokens = tokens
         self.batch_size = batch_size
+        self.runtime = runtime
         self.options = options
 
     def load_model(self) -> Any:
@@ -195,7 +201,7 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
         real = len(x)
         if real < self.batch_size:
             x = np.concatenate([x, np.repeat(x[-1:], self.batch_size - real, axis=0)])
-        out = model.predict(x, batch_size=self.batch_size, verbose=0)[:real]
+        out = model.predict(x, batch_size=self.batch_size, verbose=0, runtime=self.runtime)[:real]
         found = summarize(out, self.tokens)
         return [{k: v[i] for k, v in found.items()} for i in range(real)]
 
@@ -394,10 +400,11 @@ class EncodeCorpus(beam.PTransform):
 
     ``channels``, ``unit``, ``window``, ``stride``, ``pad_tail`` and ``tokens`` mean what they
     mean in :func:`eegdino_tf.io.encode_recording`; ``weights``, ``classifier``,
-    ``batch_size``, ``share_across_processes``, ``model_copies`` and ``model_options``
-    (``precision``, ``norm_groups``, ...) go to :class:`EEGDinoModelHandler`. A recording
-    given twice, or under two spellings of one local file (:func:`same_file_key`), is encoded
-    once, under the first of its spellings in sort order. See the module's documentation for
+    ``batch_size``, ``share_across_processes``, ``model_copies``, ``runtime`` and
+    ``model_options`` (``precision``, ``norm_groups``, ...) go to
+    :class:`EEGDinoModelHandler`. A recording given twice, or under two spellings of one local
+    file (:func:`same_file_key`), is encoded once, under the first of its spellings in sort
+    order. See the module's documentation for
     what is written.
     """
 
@@ -413,6 +420,7 @@ class EncodeCorpus(beam.PTransform):
     batch_size: int = 8
     share_across_processes: bool = False
     model_copies: int | None = None
+    runtime: str = "keras"
     model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -431,6 +439,7 @@ class EncodeCorpus(beam.PTransform):
             batch_size=self.batch_size,
             share_across_processes=self.share_across_processes,
             model_copies=self.model_copies,
+            runtime=self.runtime,
             **self.model_options,
         )
 

@@ -20,6 +20,7 @@ P = T / 200 one-second patches, D width):
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import keras
@@ -135,8 +136,10 @@ class _EEGModel(keras.Model):
         """The model converted for LiteRT at this input shape (any batch), made on first use
         and kept until the weights change through Keras (:meth:`reset_litert`)."""
         cache = self.__dict__.setdefault("_litert_functions", {})
-        if (channels, samples) not in cache:
-            cache[channels, samples] = LiteRTFunction(self, channels, samples)
+        if (channels, samples) not in cache:  # one conversion, also for threads that share us
+            with self.__dict__.setdefault("_litert_lock", threading.Lock()):
+                if (channels, samples) not in cache:
+                    cache[channels, samples] = LiteRTFunction(self, channels, samples)
         return cache[channels, samples]
 
     def reset_litert(self) -> None:

@@ -261,3 +261,20 @@ def test_rows_must_be_exactly_the_planned_windows():
         assert out.tag == "error" and out.value["stage"] == "collect", found
     group = {"plan": [plan], "rows": [{"window": i} for i in (2, 0, 1)], "error": []}
     assert [row["window"] for row in next(_collect(("r.edf", group)))[2]] == [0, 1, 2]
+
+
+def test_handler_through_litert_gives_the_keras_rows():
+    """``runtime="litert"``: the same rows (to float32 rounding), a padded last batch too."""
+    windows = [np.random.default_rng(i).normal(0, 30, (19, 2000)).astype(np.float32)
+               for i in range(3)]  # fmt: skip
+    found = {}
+    for runtime in ("keras", "litert"):
+        handler = EEGDinoModelHandler(WEIGHTS, batch_size=2, runtime=runtime, norm_groups=4)
+        model = handler.load_model()
+        found[runtime] = [*handler.run_inference(windows[:2], model),
+                          *handler.run_inference(windows[2:], model)]  # fmt: skip
+    for keras_row, litert_row in zip(found["keras"], found["litert"], strict=True):
+        for key in ("global_token", "mean_token"):
+            assert nrmse(litert_row[key], keras_row[key]) <= 2e-6
+    with pytest.raises(eegdino_tf.ConfigError, match="unknown runtime 'onnx'"):
+        EEGDinoModelHandler(WEIGHTS, runtime="onnx")

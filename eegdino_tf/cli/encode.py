@@ -11,10 +11,10 @@ from eegdino_tf.cli.options import (
     add_encode_options,
     add_force,
     add_model_options,
+    add_runtime,
     load_model,
     stderr_set_aside,
 )
-from eegdino_tf.config import RUNTIMES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,13 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_encode_options(parser)
     add_force(parser)
     add_model_options(parser, precision="float32")
-    parser.add_argument(
-        "--runtime",
-        choices=RUNTIMES,
-        default="keras",
-        help="what runs the model (default keras); litert: LiteRT on the CPU, float32, after "
-        "a one-off conversion (seconds), faster there for small and medium weights",
-    )
+    add_runtime(parser)
     parser.set_defaults(func=run)
     return parser
 

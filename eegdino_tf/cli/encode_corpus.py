@@ -6,7 +6,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-from eegdino_tf.cli.options import add_encode_options, add_model_options, model_options
+from eegdino_tf.cli.options import (
+    add_encode_options,
+    add_model_options,
+    add_runtime,
+    model_options,
+)
 
 RUNNERS = ("DirectRunner", "PrismRunner", "FlinkRunner", "SparkRunner", "DataflowRunner")
 
@@ -32,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--output", "-o", required=True, help="output folder (any Beam filesystem)")
     add_encode_options(parser)
     add_model_options(parser, precision="float32")
+    add_runtime(parser)
     group = parser.add_argument_group("pipeline")
     group.add_argument("--runner", choices=RUNNERS, default="DirectRunner", help="Beam runner")
     group.add_argument(
@@ -74,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         tokens=args.tokens,
         batch_size=args.batch_size,
         model_copies=args.model_copies,
+        runtime=args.runtime,
         model_options=model_options(args),
     )
     statuses: dict[str, int] = {}

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from eegdino_tf.config import PRECISIONS
+from eegdino_tf.config import PRECISIONS, RUNTIMES
 from eegdino_tf.errors import EEGDinoError, MissingHeadError
 
 
@@ -42,6 +42,17 @@ def add_model_options(parser: argparse.ArgumentParser, *, precision: str | None 
             help=f"compute precision (default {precision}); auto: the fastest that keeps the "
             "accuracy bounds on this machine",
         )
+
+
+def add_runtime(parser: argparse.ArgumentParser) -> None:
+    """``--runtime``: what runs the model in ``predict`` (:data:`eegdino_tf.config.RUNTIMES`)."""
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="keras",
+        help="what runs the model (default keras); litert: LiteRT on the CPU, float32, after "
+        "a one-off conversion (seconds), faster there for small and medium weights",
+    )
 
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
