@@ -70,3 +70,13 @@ def test_litert_predict_refuses_what_it_cannot_run():
     )
     with pytest.raises(ConfigError, match="runs float32 models.*mixed_bfloat16"):
         half.predict(x, verbose=0, runtime="litert")
+
+
+def test_litert_conversion_too_big_for_memory_is_refused_before_converting(monkeypatch):
+    from eegdino_tf import hardware
+
+    model = eegdino_tf.load_encoder(fixture_path("tiny_encoder.safetensors"), **OVERRIDES["tiny"])
+    monkeypatch.setattr(hardware, "physical_memory", lambda: 8 * 2**20)  # attention fits
+    with pytest.raises(ConfigError, match=r"takes about .* GiB \(45x its float32 weights\)"):
+        model.predict(load_io("tiny")["raw_uv"], verbose=0, runtime="litert")
+    assert not model.__dict__.get("_litert_functions")
