@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from eegdino_tf import hardware
 from eegdino_tf.config import PATCH_SIZE
 from eegdino_tf.errors import EEGDinoError, ExportError, require
 from eegdino_tf.files import atomic_output
@@ -306,7 +307,10 @@ def export_model(
     exporters = {"saved-model": export_saved_model, "tflite": export_tflite, "onnx": export_onnx}
     if fmt not in exporters:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {FORMATS}")
-    return exporters[fmt](model, output, **options)
+    try:
+        return exporters[fmt](model, output, **options)
+    finally:  # the converters' gigabytes, freed, back to the system
+        hardware.release_freed_memory()
 
 
 def probe_eeg(batch: int, channels: int, samples: int, seed: int = 0) -> Array:

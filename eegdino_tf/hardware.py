@@ -19,8 +19,10 @@ arithmetic of the native kernels); :func:`auto_precision` is what ``precision="a
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import functools
+import gc
 import os
 import platform
 import sys
@@ -107,6 +109,18 @@ def physical_memory() -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
         return None
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the C allocator back to the system (glibc's ``malloc_trim``): a
+    TFLite or ONNX conversion frees gigabytes that glibc would otherwise keep in the process
+    (medium's LiteRT conversion: RSS 5.7 GB after it, 1.4 GB after this). A no-op where there
+    is no glibc."""
+    gc.collect()  # the converters' graphs sit in reference cycles
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
 
 
 def cpu_name() -> str:

@@ -12,8 +12,6 @@ other way, call ``model.reset_litert()``. Needs ai-edge-litert (the ``export`` e
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import os
 import threading
 from typing import Any
@@ -51,17 +49,6 @@ def check_conversion_memory(model: Any) -> None:
         )
 
 
-def release_freed_memory() -> None:
-    """Hand memory freed by the C allocator back to the system (glibc's ``malloc_trim``): a
-    conversion frees gigabytes that glibc would otherwise keep in the process (medium: RSS
-    5.7 GB after it, 1.4 GB after this). A no-op where there is no glibc."""
-    gc.collect()  # the converter's graphs sit in reference cycles
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (AttributeError, OSError):
-        pass
-
-
 class LiteRTFunction:
     """``model`` converted once, run by LiteRT: ``batch [B, C, T] float32 -> output`` (NumPy)
     for any ``B``, at the ``channels`` and ``samples`` it was made for. Calls from several
@@ -79,7 +66,7 @@ class LiteRTFunction:
         spec = _input_spec(model, None, channels, samples)
         check_conversion_memory(model)
         flatbuffer = tflite_flatbuffer(model, spec)
-        release_freed_memory()
+        hardware.release_freed_memory()
         self.interpreter = litert.Interpreter(
             model_content=flatbuffer, num_threads=threads or litert_threads()
         )
