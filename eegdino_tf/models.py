@@ -104,8 +104,8 @@ class _EEGModel(keras.Model):
             function, pad = self.litert_function(int(x.shape[1]), int(x.shape[2])), True
         else:
             chosen = self.__dict__.get("_jit_chosen", False)
-            pad = self.jit_compile if chosen else default_jit_compile(self.precision)
-            compiled = self.inference_function(pad)
+            jit = self.jit_compile if chosen else default_jit_compile(self.precision)
+            compiled, pad = self.inference_function(jit), jit  # XLA: a program per batch size
 
             def function(batch: np.ndarray) -> np.ndarray:
                 return compiled(tf.constant(batch)).numpy()
@@ -118,7 +118,7 @@ class _EEGModel(keras.Model):
             real = len(batch)
             if self.check_finite and not np.isfinite(batch).all():
                 raise InputError(f"example {start + _first_bad(batch)}: {NON_FINITE_EEG}")
-            if pad and len(x) > size and real < size:  # reuse the compiled (sized) program
+            if pad and len(x) > size and real < size:  # keep the batch size the program has
                 batch = np.concatenate([batch, np.repeat(batch[-1:], size - real, axis=0)])
             y = function(batch)[:real]
             if self.check_finite and not np.isfinite(y).all():
