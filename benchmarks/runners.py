@@ -28,9 +28,6 @@ BatchRunner = Callable[[np.ndarray], Any]
 #: made for, so the extra pins versions that import together beside TensorFlow on a CPU.
 BENCH_EXTRA = 'pip install ".[bench]"'
 BENCH_INSTALL = "pip install torch==2.9.1 torchaudio==2.9.1 braindecode==1.8.1"
-#: Peak RSS of an export per byte of float32 weights, roughly: medium's ONNX export (132 MB
-#: of weights) peaked at 6.5 GB, large's TFLite and ONNX exports passed 13 GB.
-EXPORT_BYTES_PER_WEIGHT_BYTE = 45
 
 
 def import_torch() -> Any:
@@ -254,8 +251,10 @@ class SizeModels:
 
     def _export_fits(self) -> None:
         """Raise :class:`Unavailable` when an export would likely pass the memory cap."""
+        from eegdino_tf.export import CONVERSION_BYTES_PER_WEIGHT_BYTE
+
         weights = 4 * self.keras("float32").count_params()
-        need = EXPORT_BYTES_PER_WEIGHT_BYTE * weights / 2**20
+        need = CONVERSION_BYTES_PER_WEIGHT_BYTE * weights / 2**20
         if self.memory_cap_mb and need > self.memory_cap_mb:
             raise Unavailable(
                 f"exporting {weights / 2**20:.0f} MiB of weights needs about {need / 1024:.0f} GiB,"

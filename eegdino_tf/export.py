@@ -41,6 +41,11 @@ if TYPE_CHECKING:  # TensorFlow loads on first use, so ``eegdino-tf --help`` sta
     import tensorflow as tf
 
 FORMATS = ("saved-model", "tflite", "onnx")
+#: Peak memory of a TFLite or ONNX conversion per byte of float32 weights, roughly (the
+#: converters hold several copies; measured peak RSS over the RSS before: LiteRT small 43x,
+#: medium 41x; medium's ONNX export, 132 MB of weights, peaked at 6.5 GB; large's TFLite and
+#: ONNX exports passed 13 GB).
+CONVERSION_BYTES_PER_WEIGHT_BYTE = 45
 QUANTIZATIONS = ("none", "float16", "dynamic-int8")
 #: Self-check limits on the NRMSE against Keras (``None``: measured and reported only).
 NRMSE_LIMITS = {"none": 1e-5, "float16": 5e-3, "dynamic-int8": None}

@@ -21,10 +21,6 @@ import numpy as np
 from eegdino_tf import hardware
 from eegdino_tf.errors import ConfigError, require
 
-#: Peak memory of a conversion per byte of float32 weights (measured peak RSS over the RSS
-#: before: small 43x, medium 41x, 5.3 GB); TensorFlow's converter holds several copies.
-CONVERSION_BYTES_PER_WEIGHT_BYTE = 45
-
 
 def litert_threads() -> int:
     """TensorFlow's intra-op thread count where one was set, else the usable cores."""
@@ -39,6 +35,8 @@ def litert_threads() -> int:
 def check_conversion_memory(model: Any) -> None:
     """Raise :class:`ConfigError` when converting ``model`` would need more memory than this
     machine has (the process would be killed midway)."""
+    from eegdino_tf.export import CONVERSION_BYTES_PER_WEIGHT_BYTE
+
     need = CONVERSION_BYTES_PER_WEIGHT_BYTE * 4 * model.count_params()
     memory = hardware.physical_memory()
     if memory is not None and need > memory:
