@@ -51,11 +51,6 @@ TINY = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 FIXTURE_OPTIONS = {"tiny": {"norm_groups": 4}, "small": {}}
 
 
-def nrmse(actual: np.ndarray, expected: np.ndarray) -> float:
-    a, e = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    return float(np.sqrt(np.mean((a - e) ** 2) / np.mean(e**2)))
-
-
 def median_ms(run: Callable[[Any], Any], x: Any, runs: int, warmup: int) -> float:
     for _ in range(warmup):
         run(x)
@@ -105,6 +100,7 @@ def fixture_parity(fixtures: Path | None) -> dict[str, Any]:
     from safetensors.numpy import load_file
 
     import eegdino_tf
+    from eegdino_tf.export import _errors
 
     model = "small" if fixtures and (fixtures / "small_io.safetensors").exists() else "tiny"
     folder = fixtures if model == "small" else TINY
@@ -117,11 +113,9 @@ def fixture_parity(fixtures: Path | None) -> dict[str, Any]:
             run = encoder.inference_function(jit)
             for case in ("", "_c16", "_b1"):
                 tokens = run(tf.constant(io["raw_uv" + case])).numpy()
-                want = io["tokens" + case]
-                out[f"{precision}_{'xla' if jit else 'graph'}{case or '_base'}"] = {
-                    "nrmse": nrmse(tokens, want),
-                    "max_abs": float(np.max(np.abs(tokens - want))),
-                }
+                error, worst = _errors(tokens, io["tokens" + case])
+                key = f"{precision}_{'xla' if jit else 'graph'}{case or '_base'}"
+                out[key] = {"nrmse": error, "max_abs": worst}
     return out
 
 
