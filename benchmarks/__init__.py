@@ -5,6 +5,8 @@ For every size, batch and precision it times the encoder on EEG-like random micr
 
 - ``eager``: ``model(x)``, op by op;
 - ``predict``: ``model.predict(x, batch_size=B)``, what users call (it picks XLA or not);
+- ``predict-litert``: ``model.predict(x, batch_size=B, runtime="litert")`` (float32; converted
+  on its first, untimed call);
 - ``graph`` / ``xla``: the compiled call ``predict`` makes (``model.inference_function``:
   ``tf.function`` of the model without / with ``jit_compile=True``), called directly;
 - ``tflite`` / ``onnx``: a float32 export made by :mod:`eegdino_tf.export`, run by LiteRT /
@@ -16,8 +18,10 @@ Every runtime gets the same thread count. After warm-up calls the contenders tak
 (round-robin within each repetition, so drifting machine load hits all of them alike; a short
 call's turn starts with an untimed call, so the runtime before it leaves no cold caches
 behind) and the median of the timed calls is reported, with samples/s, achieved GFLOP/s, the
-share of the machine's matmul peak that is, and the speed ratio to PyTorch at the same
-precision. With ``--isolated`` each contender is then timed again the same way, alone in a
+share of the machine's matmul peak that is, the speed ratio to PyTorch at the same
+precision and to the fastest other runtime, and for round-robin rows the same ratios
+paired (the median over rounds of each round's ratio, which the host's drift between rounds
+does not move). With ``--isolated`` each contender is then timed again the same way, alone in a
 fresh process (rows of mode ``isolated``; the round-robin ones are of mode ``round-robin``;
 ratios compare rows of one mode).
 

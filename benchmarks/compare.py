@@ -3,9 +3,10 @@ per-call overhead over the bare compiled call it makes."""
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
-from benchmarks.settings import BENCH_PRECISIONS, REFERENCES
+from benchmarks.settings import BENCH_PRECISIONS, REFERENCES, ROUND_ROBIN
 
 
 def row_key(row: dict[str, Any], **changes: Any) -> tuple:
@@ -14,13 +15,27 @@ def row_key(row: dict[str, Any], **changes: Any) -> tuple:
     return r["mode"], r["size"], r["batch"], r["runtime"], r["precision"]
 
 
-def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Add speed ratios to each of our rows (above 1: this row is faster), each against a
-    row of the same mode.
+def paired_ratio(other: dict[str, Any] | None, row: dict[str, Any]) -> float | None:
+    """The median, over the rounds of a round-robin run, of ``other``'s time over ``row``'s
+    in the same round (above 1: ``row`` is faster). Each round times every contender once,
+    close together, so the host's drift between rounds cancels out of each ratio; None for
+    isolated rows (each timed in a process of its own) or without both rows' call times."""
+    times = (other or {}).get("times_ms"), row.get("times_ms")
+    if row["mode"] != ROUND_ROBIN or not all(times) or len(times[0]) != len(times[1]):
+        return None
+    return statistics.median(o / t for o, t in zip(*times, strict=True))
 
-    ``vs_torch``: PyTorch's median time at the same size, batch and precision over ours;
-    ``vs_torch_min``: the same with the fastest calls (less sensitive to machine load);
-    ``vs_float32``: the same runtime's float32 median over ours.
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Add speed ratios to each row (above 1: this row is faster), each against a row of the
+    same mode, size and batch.
+
+    Our rows get ``vs_torch`` (PyTorch's median time at the same precision over ours),
+    ``vs_torch_min`` (the same with the fastest calls, less sensitive to machine load),
+    ``vs_torch_paired`` (:func:`paired_ratio`) and ``vs_float32`` (the same runtime's float32
+    median over ours). Every row gets ``fastest_other``, the runtime with the lowest median
+    among the others at its precision, and ``vs_fastest_other`` / ``vs_fastest_other_paired``
+    against it: at or above 1, this row was the fastest of all.
     """
     by_key = {row_key(r): r for r in rows}
     reference = {p: r for r, p in REFERENCES.items()}
@@ -34,6 +49,16 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
             ("vs_float32", f32, "median_ms"),
         ):
             row[name] = other[stat] / row[stat] if ours and other else None
+        row["vs_torch_paired"] = paired_ratio(torch, row) if ours else None
+        others = [o for o in rows if row_key(o, runtime=row["runtime"]) == row_key(row)]
+        others = [o for o in others if o is not row]
+        fastest = min(others, key=lambda o: o["median_ms"], default=None)
+        if fastest is None:
+            row.update(fastest_other=None, vs_fastest_other=None, vs_fastest_other_paired=None)
+            continue
+        row["fastest_other"] = fastest["runtime"]
+        row["vs_fastest_other"] = fastest["median_ms"] / row["median_ms"]
+        row["vs_fastest_other_paired"] = paired_ratio(fastest, row)
 
 
 def bare_runtimes() -> dict[str, str]:

@@ -56,7 +56,8 @@ def format_report(report: dict[str, Any]) -> str:
         "",
     ]
     header = ("size", "precision", "runtime", "mode", "batch", "median ms", "min ms",
-              "samples/s", "GFLOP/s", "peak", "vs torch", "(min)", "vs f32")  # fmt: skip
+              "samples/s", "GFLOP/s", "peak", "vs torch", "(min)", "(paired)", "vs f32",
+              "fastest other", "vs it", "(paired)")  # fmt: skip
     table = [header]
     for r in table_order(report["results"]):
         fraction = r["fraction_of_peak"]
@@ -74,13 +75,17 @@ def format_report(report: dict[str, Any]) -> str:
                 "-" if fraction is None else f"{fraction:.0%}",
                 _ratio(r["vs_torch"]),
                 _ratio(r["vs_torch_min"]),
+                _ratio(r["vs_torch_paired"]),
                 _ratio(r["vs_float32"]),
+                r["fastest_other"] or "-",
+                _ratio(r["vs_fastest_other"]),
+                _ratio(r["vs_fastest_other_paired"]),
             )
         )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         cells = [
-            c.ljust(w) if i < 4 else c.rjust(w)
+            c.ljust(w) if i < 4 or header[i] == "fastest other" else c.rjust(w)
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
@@ -89,7 +94,10 @@ def format_report(report: dict[str, Any]) -> str:
         " (isolated); ratios compare rows of one mode",
         "peak: GFLOP/s over the best float32 matmul peak (bfloat16's for mixed_bfloat16);"
         " vs torch: PyTorch's median time at the same precision / ours (>1: we are faster);"
-        " (min): the same with the fastest calls; vs f32: our float32 time / this one",
+        " (min): the same with the fastest calls; (paired): the median over rounds of the"
+        " ratio within each round (round-robin only: drifts of the host between rounds"
+        " cancel); vs f32: our float32 time / this one; fastest other: the runtime with the"
+        " lowest median among the others at this precision, vs it: its time / this one",
     ]
     overheads = report["predict_overhead_ms"]
     if overheads:

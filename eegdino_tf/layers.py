@@ -305,9 +305,9 @@ class GroupNorm(keras.layers.Layer):
         self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
 
     def call(self, x):
-        batch, tokens, features = (_dim(x, i) for i in range(3))
-        grouped = tf.reshape(x, [batch, tokens, self.groups, features // self.groups])
-        normed = tf.reshape(_standardize(grouped, [[3], [1]]), [batch, tokens, features])
+        tokens, features = _dim(x, 1), x.shape[2]
+        grouped = tf.reshape(x, [-1, tokens, self.groups, features // self.groups])
+        normed = tf.reshape(_standardize(grouped, [[3], [1]]), [-1, tokens, features])
         gamma, beta = (tf.repeat(w, self.positions) for w in (self.gamma, self.beta))
         return normed * gamma + beta
 
@@ -369,10 +369,9 @@ class PatchConv(keras.layers.Layer):
         return tf.cast(banded, self.compute_dtype)
 
     def call(self, x):
-        batch, tokens = _dim(x, 0), _dim(x, 1)
-        y = matmul(tf.reshape(x, [batch * tokens, -1]), self.banded_matrix())
+        y = matmul(_flat_tokens(x), self.banded_matrix())
         y = y + tf.repeat(tf.cast(self.bias, y.dtype), self.out_length)
-        return tf.reshape(y, [batch, tokens, self.filters * self.out_length])
+        return tf.reshape(y, [-1, _dim(x, 1), self.filters * self.out_length])
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.filters * self.out_length)
@@ -573,15 +572,14 @@ class PatchEmbedding(_Float32Stream):
         self.time_encoding.build((batch, None, None, self.embed_dim))
 
     def call(self, x):
-        batch, channels, samples = (_dim(x, i) for i in range(3))
-        patches_per_channel = samples // PATCH_SIZE
-        patches = tf.reshape(x, [batch, channels * patches_per_channel, PATCH_SIZE])
+        channels, patches_per_channel = _dim(x, 1), _dim(x, 2) // PATCH_SIZE
+        patches = tf.reshape(x, [-1, channels * patches_per_channel, PATCH_SIZE])
         spectral = self.spectral_dropout(self.spectral_proj(self.spectrum(patches)))
         e = self._f32(self.temporal(patches)) + self._f32(spectral)
-        e = tf.reshape(e, [batch, channels, patches_per_channel, self.embed_dim])
+        e = tf.reshape(e, [-1, channels, patches_per_channel, self.embed_dim])
         e = e + self._f32(self.channel_embedding(x))[None, :, None, :]
         e = e + self._f32(self.time_encoding(e))
-        return tf.reshape(e, [batch, channels * patches_per_channel, self.embed_dim])
+        return tf.reshape(e, [-1, channels * patches_per_channel, self.embed_dim])
 
     def compute_output_shape(self, input_shape):
         batch, channels, samples = input_shape
@@ -634,16 +632,16 @@ class Attention(keras.layers.Layer):
         self.v_bias = self.add_weight(shape=(self.embed_dim,), initializer="zeros", name="v_bias")
 
     def call(self, x):
-        batch, tokens = _dim(x, 0), _dim(x, 1)
+        tokens = _dim(x, 1)
         qkv_bias = tf.concat([self.q_bias, tf.zeros_like(self.q_bias), self.v_bias], axis=0)
         qkv = self.qkv(_flat_tokens(x)) + qkv_bias
-        # q, k, v: [B, N, H, D/H] each
-        q, k, v = tf.split(tf.reshape(qkv, [batch, tokens, 3 * self.num_heads, -1]), 3, axis=2)
+        qkv = tf.reshape(qkv, [-1, tokens, 3 * self.num_heads, self.head_dim])
+        q, k, v = tf.split(qkv, 3, axis=2)  # [B, N, H, D/H] each
         scores = einsum("bqhd,bkhd->bhqk", q * self.head_dim**-0.5, k)
         weights = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32)), v.dtype)
         out = einsum("bhqk,bkhd->bqhd", self.weights_dropout(weights), v)
-        out = self.proj_dropout(self.proj(tf.reshape(out, [batch * tokens, self.embed_dim])))
-        return tf.reshape(out, [batch, tokens, self.embed_dim])
+        out = self.proj_dropout(self.proj(tf.reshape(out, [-1, self.embed_dim])))
+        return tf.reshape(out, [-1, tokens, self.embed_dim])
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -679,7 +677,7 @@ class Mlp(keras.layers.Layer):
 
     def call(self, x):
         y = self.output_dropout(self.fc2(gelu(self.fc1(_flat_tokens(x)))))
-        return tf.reshape(y, tf.shape(x))
+        return tf.reshape(y, [-1, _dim(x, 1), self.embed_dim])
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -838,9 +836,9 @@ class ClassificationHead(keras.layers.Layer):
             layer.build((None, width))
 
     def call(self, tokens, eeg):
-        batch, channels = _dim(eeg, 0), _dim(eeg, 1)
+        channels = _dim(eeg, 1)
         x = gelu(self.full_linear(tokens[:, 1:]))
-        x = tf.reshape(x, [batch, channels, -1, self.embed_dim])
+        x = tf.reshape(x, [-1, channels, (_dim(tokens, 1) - 1) // channels, self.embed_dim])
         x = gelu(self.channel_linear(tf.reduce_mean(x, axis=1)))  # [B, P, D]
         x = tf.reduce_mean(x, axis=1)  # [B, D]
         x = self.hidden1_dropout(gelu(self.hidden1(x)))

@@ -86,6 +86,32 @@ def test_ratios_compare_same_precision_with_pytorch_within_each_mode():
     assert ratios[(alone, "xla", "mixed_bfloat16")] == (None, None, 2.0)  # no isolated torch-bf16
 
 
+def test_paired_ratios_take_the_median_of_each_rounds_ratio_and_name_the_fastest_other():
+    # The host slows down after round 1: every contender's later calls take 3x longer.
+    times = {"predict-litert": [10.0, 33.0, 30.0], "tflite": [9.0, 30.0, 30.0],
+             "torch": [20.0, 60.0, 66.0], "onnx": [12.0, 40.0, 36.0]}  # fmt: skip
+    rows = []
+    for runtime, ms in times.items():
+        rows.append({**row(runtime, "float32", sorted(ms)[1]), "times_ms": ms})
+    rows.append(row("tflite", "float32", 5.0, ISOLATED))  # another mode: never compared
+    rows.append(row("predict-litert", "float32", 6.0, ISOLATED))
+    compare.add_ratios(rows)
+    found = {(r["mode"], r["runtime"]): r for r in rows}
+    litert = found[(ROUND_ROBIN, "predict-litert")]
+    assert litert["vs_torch_paired"] == pytest.approx(2.0)  # per round: 2.0, 1.82, 2.2
+    assert litert["fastest_other"] == "tflite"
+    assert litert["vs_fastest_other"] == pytest.approx(30.0 / 30.0)
+    assert litert["vs_fastest_other_paired"] == pytest.approx(30.0 / 33.0)  # 0.9, 0.91, 1.0
+    tflite = found[(ROUND_ROBIN, "tflite")]
+    assert tflite["fastest_other"] == "predict-litert"
+    assert found[(ROUND_ROBIN, "torch")]["vs_torch_paired"] is None
+    assert tflite["vs_fastest_other_paired"] == pytest.approx(33.0 / 30.0)
+    alone = found[(ISOLATED, "predict-litert")]
+    assert alone["fastest_other"] == "tflite"
+    assert alone["vs_fastest_other"] == pytest.approx(5.0 / 6.0)
+    assert alone["vs_fastest_other_paired"] is None  # no rounds in common
+
+
 def test_peak_fractions_match_precision_and_predict_overhead_is_a_difference():
     rows = [
         row("predict", "float32", 12.0),
