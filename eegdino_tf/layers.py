@@ -782,7 +782,9 @@ class GlobalToken(keras.layers.Layer):
         self.token = self.add_weight(shape=(1, 1, self.embed_dim), name="token")
 
     def call(self, x):
-        token = tf.tile(self.token, [_dim(x, 0), 1, 1])
+        # Broadcast over the batch by an add: a tile would need the batch size at run time,
+        # which splits the dynamic-batch TFLite graph out of XNNPACK (runtime="litert").
+        token = 0.0 * x[:, :1] + self.token
         return tf.concat([token, x], axis=1)
 
     def compute_output_shape(self, input_shape):
