@@ -71,8 +71,11 @@ from apache_beam.ml.inference.base import (  # noqa: E402
 )
 from apache_beam.options.value_provider import StaticValueProvider  # noqa: E402
 
-#: The namespace of this pipeline's Beam metrics (``model_loads``, ``windows_read``, ...).
+#: The namespace of this pipeline's Beam metrics (:data:`COUNTERS`).
 NAMESPACE = "eegdino_tf"
+#: The counters :func:`encode_corpus` returns (0 for one that never counted in a run).
+COUNTERS = ("model_loads", "windows_read", "windows_written", "recordings_written",
+            "recordings_skipped", "recordings_failed")  # fmt: skip
 EMBEDDINGS = "embeddings"
 ERRORS = "errors.jsonl"
 REPORT = "recordings.jsonl"
@@ -118,10 +121,12 @@ def same_file_key(path: str) -> str:
 
 
 def output_name(recording: str) -> str:
-    """The Parquet file name of ``recording`` under ``output/embeddings``: its stem and a hash
-    of the path as given (so equal stems in different folders do not collide)."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", PurePosixPath(recording).stem)[:80] or "recording"
-    return f"{stem}-{hashlib.sha256(recording.encode()).hexdigest()[:12]}.parquet"
+    """The Parquet file name of ``recording`` under ``output/embeddings``: the stem and a hash
+    of its :func:`same_file_key` (equal stems in different folders do not collide, and a
+    rerun that spells a file another way finds it done)."""
+    key = same_file_key(recording)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", PurePosixPath(key).stem)[:80] or "recording"
+    return f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.parquet"
 
 
 class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
@@ -627,7 +632,7 @@ def encode_corpus(
     ``window``, ..., ``model_options``); ``pipeline_options`` is a Beam ``PipelineOptions``
     or a list of flags (``["--runner=FlinkRunner", ...]``; default: the DirectRunner in this
     process). Returns ``recordings`` (the lines of ``recordings.jsonl``, this run's) and
-    ``metrics`` (this pipeline's counters, summed over workers).
+    ``metrics`` (this pipeline's :data:`COUNTERS`, summed over workers).
     """
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -652,7 +657,7 @@ def encode_corpus(
     result.wait_until_finish()
     _remove_empty_folders(FileSystems.join(str(output), TEMPORARY))
     counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))
-    metrics: dict[str, int] = {}
+    metrics = dict.fromkeys(COUNTERS, 0)
     for counter in counters["counters"]:
         name = counter.key.metric.name
         metrics[name] = metrics.get(name, 0) + int(counter.committed or counter.attempted or 0)

@@ -157,6 +157,23 @@ def test_rerun_skips_done_recordings_and_gives_the_same_rows(corpus, run, tmp_pa
     assert result["metrics"]["windows_written"] == 3
 
 
+def test_rerun_through_another_spelling_of_the_files_finds_them_done(corpus, run, tmp_path):
+    output, link = tmp_path / "out", tmp_path / "link"
+    shutil.copytree(run[0], output)
+    link.symlink_to(corpus, target_is_directory=True)
+    before = {p.name: p.read_bytes() for p in (output / "embeddings").iterdir()}
+    patterns = [f"{link}/./**/*.edf", f"{link}/**/*.bdf"]
+    options = {"norm_groups": 4}
+    result = encode_corpus(WEIGHTS, str(output), patterns=patterns, model_options=options)
+    statuses = {Path(line["recording"]).name: line["status"] for line in result["recordings"]}
+    assert statuses == {"a.edf": "skipped", "b.bdf": "skipped", "c.edf": "skipped",
+                        "corrupt.edf": "failed"}  # fmt: skip
+    metrics = result["metrics"]
+    assert metrics["windows_read"] == metrics["windows_written"] == 0  # counters that never ran
+    assert metrics["recordings_skipped"] == 3 and metrics["recordings_failed"] == 1
+    assert {p.name: p.read_bytes() for p in (output / "embeddings").iterdir()} == before
+
+
 def test_rerun_with_other_settings_is_refused_before_anything_runs(corpus, run, tmp_path):
     output = tmp_path / "out"
     shutil.copytree(run[0], output)

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         statuses[status] = statuses.get(status, 0) + 1
         detail = f"{line['windows']} windows" if status != "failed" else line["error"]
         print(f"- {line['recording']}: {status} ({detail})")
-    loads = result["metrics"].get("model_loads", 0)
+    loads = result["metrics"]["model_loads"]
     if args.model_copies:  # loaded in Beam's model server process, whose counters are lost
         loads = "not counted with --model-copies"
     summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
