@@ -1,5 +1,6 @@
 """LiteRT as :meth:`~eegdino_tf.EEGDinoEncoder.predict`'s runtime on a CPU:
-``model.predict(x, runtime="litert")``.
+``model.predict(x, runtime="litert")``, ``x`` an array, a tensor or a ``tf.data.Dataset`` of
+batches.
 
 LiteRT (TFLite's interpreter, with its XNNPACK kernels) runs this model's attention, at the
 small and medium widths, faster than XLA's CPU kernels do (README "Performance"). On the first

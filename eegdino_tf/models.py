@@ -82,17 +82,22 @@ class _EEGModel(keras.Model):
         finite although its input was (see :func:`non_finite_output`).
         Anything else (``tf.data``, generators, callbacks) takes Keras' own ``predict``.
 
-        ``runtime="litert"`` runs the arrays through LiteRT instead (float32 models, on the
-        CPU; faster there at the small and medium sizes): see :mod:`eegdino_tf.litert`.
+        ``runtime="litert"`` runs the batches through LiteRT instead (float32 models, on the
+        CPU; faster there at the small and medium sizes): arrays and tensors as above, or a
+        ``tf.data.Dataset`` of batches (``x`` or ``(x, y, ...)`` elements; ``steps`` of them
+        at most). See :mod:`eegdino_tf.litert`.
         """
         if runtime not in RUNTIMES:
             raise ConfigError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
         if isinstance(x, (np.generic, list, tuple, dict)):
             check_eeg_input(x, self.partial_patch)
+        if runtime == "litert" and isinstance(x, tf.data.Dataset) and not callbacks:
+            return self._predict_dataset_litert(x, steps, verbose)
         if steps is not None or callbacks or not isinstance(x, (np.ndarray, tf.Tensor)):
             if runtime == "litert":
                 raise ConfigError(
-                    "runtime='litert' takes a NumPy array or tensor, without steps or callbacks"
+                    "runtime='litert' takes a NumPy array, a tensor or a tf.data.Dataset of "
+                    "batches, without callbacks (and steps only with a dataset)"
                 )
             return super().predict(
                 x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks
@@ -115,22 +120,62 @@ class _EEGModel(keras.Model):
         result = None
         for step, start in enumerate(starts):
             batch = np.asarray(x[start : start + size], dtype=np.float32)
-            real = len(batch)
-            if self.check_finite and not np.isfinite(batch).all():
-                raise InputError(f"example {start + _first_bad(batch)}: {NON_FINITE_EEG}")
-            if pad and len(x) > size and real < size:  # keep the batch size the program has
-                batch = np.concatenate([batch, np.repeat(batch[-1:], size - real, axis=0)])
-            y = function(batch)[:real]
-            if self.check_finite and not np.isfinite(y).all():
-                raise InputError(non_finite_output(batch, y, start, self.precision))
+            # Padded: keep the batch size the XLA program or LiteRT's tensors have.
+            y = self._run_batch(function, batch, start, size if pad and len(x) > size else 0)
             if progress is not None:
                 progress.update(step + 1)
             if len(starts) == 1:
                 return y  # one batch: the function's own output, no copy
             if result is None:
                 result = np.empty((len(x), *y.shape[1:]), dtype=y.dtype)
-            result[start : start + real] = y
+            result[start : start + len(batch)] = y
         return result
+
+    def _run_batch(self, function: Any, batch: np.ndarray, start: int, pad_to: int) -> np.ndarray:
+        """``function(batch)`` for examples ``start...`` of the input, with the finite checks,
+        the batch padded to ``pad_to`` examples (repeating its last) when shorter."""
+        real = len(batch)
+        if self.check_finite and not np.isfinite(batch).all():
+            raise InputError(f"example {start + _first_bad(batch)}: {NON_FINITE_EEG}")
+        if real < pad_to:
+            batch = np.concatenate([batch, np.repeat(batch[-1:], pad_to - real, axis=0)])
+        y = function(batch)[:real]
+        if self.check_finite and not np.isfinite(y).all():
+            raise InputError(non_finite_output(batch, y, start, self.precision))
+        return y
+
+    def _predict_dataset_litert(self, dataset: Any, steps: int | None, verbose: Any) -> Any:
+        """``predict(dataset, runtime="litert")``: each batch of ``dataset`` (the first part
+        of ``(x, y, ...)`` elements) through LiteRT, in order; a batch shorter than the first
+        is padded to its size (LiteRT's tensors keep their shape)."""
+        if steps is not None:
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise ConfigError(f"steps must be a positive integer, got {steps!r}")
+            dataset = dataset.take(steps)
+        known = int(dataset.cardinality())  # < 0: infinite or unknown
+        progress = None
+        if verbose in (1, "auto"):
+            progress = keras.utils.Progbar(known if known >= 0 else None)
+        outputs, seen, size = [], 0, 0
+        for step, element in enumerate(dataset):
+            batch = element[0] if isinstance(element, (tuple, list)) else element
+            if not isinstance(batch, tf.Tensor):
+                raise InputError(
+                    f"runtime='litert' takes dataset elements x or (x, y, ...) with x a "
+                    f"[batch, channels, samples] tensor; got {type(batch).__name__}"
+                )
+            batch = batch.numpy().astype(np.float32, copy=False)
+            check_eeg_shape(batch.shape, self.partial_patch)
+            check_attention_memory(batch.shape, len(batch), self.num_heads)
+            size = size or len(batch)
+            function = self.litert_function(int(batch.shape[1]), int(batch.shape[2]))
+            outputs.append(self._run_batch(function, batch, seen, size))
+            seen += len(batch)
+            if progress is not None:
+                progress.update(step + 1)
+        if not outputs:
+            raise InputError("the dataset has no batches to predict on")
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def litert_function(self, channels: int, samples: int) -> LiteRTFunction:
         """The model converted for LiteRT at this input shape (any batch), made on first use

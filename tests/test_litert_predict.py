@@ -10,7 +10,7 @@ import tensorflow as tf
 from conftest import OVERRIDES, fixture_path, load_io, nrmse
 
 import eegdino_tf
-from eegdino_tf.errors import ConfigError
+from eegdino_tf.errors import ConfigError, InputError
 
 TOLERANCE = 2e-6
 
@@ -70,14 +70,41 @@ def test_litert_conversion_is_kept_and_dropped_when_weights_change():
     assert nrmse(changed, io["tokens"]) > 0.1  # the new weights, not the converted old ones
 
 
+def test_litert_predict_runs_a_dataset_of_batches_in_order():
+    io = load_io("tiny")
+    x, run = io["raw_uv"], encoder("tiny")
+    labelled = tf.data.Dataset.from_tensor_slices((x, [0, 1, 0])).batch(2)  # 2, then 1 padded
+    tokens = run.predict(labelled, verbose=0, runtime="litert")
+    assert tokens.shape == io["tokens"].shape
+    assert nrmse(tokens, io["tokens"]) <= TOLERANCE
+    first = run.predict(tf.data.Dataset.from_tensor_slices(x).batch(2), steps=1, runtime="litert")
+    assert nrmse(first, io["tokens"][:2]) <= TOLERANCE
+
+
+def test_litert_predict_on_a_dataset_refuses_bad_batches_and_steps():
+    x, run = load_io("tiny")["raw_uv"].copy(), encoder("tiny")
+    x[2, 4, 100] = float("nan")
+    with pytest.raises(InputError, match="example 2: "):
+        run.predict(tf.data.Dataset.from_tensor_slices(x).batch(2), verbose=0, runtime="litert")
+    batches = tf.data.Dataset.from_tensor_slices(x[:2]).batch(2)
+    with pytest.raises(ConfigError, match="steps must be a positive integer, got 0"):
+        run.predict(batches, steps=0, runtime="litert")
+    with pytest.raises(InputError, match="no batches"):
+        run.predict(batches.take(0), verbose=0, runtime="litert")
+    with pytest.raises(InputError, match=r"\[batch, channels, samples\] tensor; got dict"):
+        run.predict(batches.map(lambda b: {"eeg": b}), verbose=0, runtime="litert")
+
+
 @pytest.mark.filterwarnings("ignore::eegdino_tf.hardware.PrecisionWarning")
 def test_litert_predict_refuses_what_it_cannot_run():
     io = load_io("tiny")
     x = io["raw_uv"]
     with pytest.raises(ConfigError, match="unknown runtime 'tflite'"):
         encoder("tiny").predict(x, runtime="tflite")
-    with pytest.raises(ConfigError, match="takes a NumPy array or tensor"):
-        encoder("tiny").predict(tf.data.Dataset.from_tensors(x), runtime="litert")
+    with pytest.raises(ConfigError, match="takes a NumPy array, a tensor or a tf.data.Dataset"):
+        encoder("tiny").predict(iter([x]), runtime="litert")
+    with pytest.raises(ConfigError, match="steps only with a dataset"):
+        encoder("tiny").predict(x, steps=1, runtime="litert")
     half = eegdino_tf.load_encoder(
         fixture_path("tiny_encoder.safetensors"), precision="mixed_bfloat16", **OVERRIDES["tiny"]
     )
