@@ -145,11 +145,11 @@ def onnx_runner(path: Path, threads: int) -> BatchRunner:
 
 class CallTimer:
     """Stands in for a model's ``inference_function`` (or ``litert_function``): the same
-    functions, each call's wall time added to ``calls_ms``."""
+    functions, each call's ``(start, end)`` (``time.perf_counter`` seconds) added to ``spans``."""
 
     def __init__(self, function_of: Callable[..., Any]):
         self.unwrapped = function_of
-        self.calls_ms: list[float] = []
+        self.spans: list[tuple[float, float]] = []
 
     def __call__(self, *args: Any) -> Callable[[Any], Any]:
         function = self.unwrapped(*args)
@@ -157,16 +157,24 @@ class CallTimer:
         def timed(x: Any) -> Any:
             start = time.perf_counter()
             y = function(x)
-            self.calls_ms.append((time.perf_counter() - start) * 1e3)
+            self.spans.append((start, time.perf_counter()))
             return y
 
         return timed
 
+    def busy_ms(self) -> float:
+        """Milliseconds inside at least one call (calls that ran at once count once)."""
+        busy, reached = 0.0, float("-inf")
+        for start, end in sorted(self.spans):
+            busy += max(0.0, end - max(start, reached))
+            reached = max(reached, end)
+        return busy * 1e3
+
 
 class PredictRunner:
     """``model.predict`` on one batch (through Keras, or LiteRT: ``runtime``); ``own_ms`` gets
-    each call's own time: its wall time less that of the compiled call or LiteRT run inside
-    it (the model's :class:`CallTimer`)."""
+    each call's own time: its wall time less the time inside the compiled calls or LiteRT run
+    it makes (the model's :class:`CallTimer`)."""
 
     def __init__(self, model: Any, runtime: str = "keras"):
         self.model = model
@@ -176,10 +184,10 @@ class PredictRunner:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         keras = self.runtime == "keras"
         timer = self.model.inference_function if keras else self.model.litert_function
-        timer.calls_ms.clear()
+        timer.spans.clear()
         start = time.perf_counter()
         y = self.model.predict(x, batch_size=len(x), verbose=0, runtime=self.runtime)
-        self.own_ms.append((time.perf_counter() - start) * 1e3 - sum(timer.calls_ms))
+        self.own_ms.append((time.perf_counter() - start) * 1e3 - timer.busy_ms())
         return y
 
 

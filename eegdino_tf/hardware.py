@@ -154,6 +154,16 @@ def _gpus() -> tuple[tuple[str, tuple[int, int] | None], ...]:
     return tuple(found)
 
 
+def cpu_threads() -> int:
+    """TensorFlow's intra-op thread count where one was set, else the usable cores."""
+    import tensorflow as tf
+
+    threads = tf.config.threading.get_intra_op_parallelism_threads()
+    if threads:
+        return threads
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @functools.cache
 def detect() -> Hardware:
     """This machine (read once per process)."""

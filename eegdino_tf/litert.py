@@ -13,7 +13,6 @@ other way, call ``model.reset_litert()``. Needs ai-edge-litert (the ``export`` e
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
@@ -21,16 +20,6 @@ import numpy as np
 
 from eegdino_tf import hardware
 from eegdino_tf.errors import ConfigError, require
-
-
-def litert_threads() -> int:
-    """TensorFlow's intra-op thread count where one was set, else the usable cores."""
-    import tensorflow as tf
-
-    threads = tf.config.threading.get_intra_op_parallelism_threads()
-    if threads:
-        return threads
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def check_conversion_memory(model: Any) -> None:
@@ -67,7 +56,7 @@ class LiteRTFunction:
         flatbuffer = tflite_flatbuffer(model, spec)
         hardware.release_freed_memory()
         self.interpreter = litert.Interpreter(
-            model_content=flatbuffer, num_threads=threads or litert_threads()
+            model_content=flatbuffer, num_threads=threads or hardware.cpu_threads()
         )
         (entry,) = self.interpreter.get_input_details()
         self._input, self._shape = entry["index"], tuple(entry["shape"])  # batch 1 until resized

@@ -19,8 +19,10 @@ P = T / 200 one-second patches, D width):
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import keras
@@ -77,7 +79,8 @@ class _EEGModel(keras.Model):
         never a copy of either; input that fits one batch returns the function's output
         itself). That function uses XLA where it measured faster (see
         :func:`default_jit_compile`) unless ``compile(jit_compile=True|False)`` chose; under XLA
-        the last partial batch is padded so the compiled program is reused, not rebuilt.
+        the last partial batch is padded so the compiled program is reused, not rebuilt. On a
+        CPU each batch runs as :func:`parallel_calls` parts at once (:func:`run_in_parts`).
         With ``check_finite``, NaN or Inf input is an error, and so is output that is not
         finite although its input was (see :func:`non_finite_output`).
         Anything else (``tf.data``, generators, callbacks) takes Keras' own ``predict``.
@@ -113,7 +116,7 @@ class _EEGModel(keras.Model):
             compiled, pad = self.inference_function(jit), jit  # XLA: a program per batch size
 
             def function(batch: np.ndarray) -> np.ndarray:
-                return compiled(tf.constant(batch)).numpy()
+                return run_in_parts(compiled, batch, parallel_calls(), equal=jit)
 
         starts = range(0, len(x), size)
         progress = keras.utils.Progbar(len(starts)) if verbose in (1, "auto") else None
@@ -268,6 +271,47 @@ def non_finite_output(batch: np.ndarray, outputs: np.ndarray, offset: int, preci
 #: ``predict``'s batch size on a CPU when none is given: per example, 8 ran faster than Keras'
 #: 32 at every size (README "Performance": small 1.06x-1.4x, medium 1.04x-1.09x).
 CPU_BATCH_SIZE = 8
+
+
+#: Parts of each batch :meth:`~_EEGModel.predict` runs at once on a CPU, each a compiled call
+#: of its own: one call of this model's hundreds of short operations leaves cores idle between
+#: them, which a second call fills (2 cores, XLA, batch 8: small 1.2x the samples/s, medium
+#: 1.08x; README "Performance").
+CPU_PARALLEL_CALLS = 2
+
+
+def parallel_calls() -> int:
+    """How many parts of a batch :meth:`~_EEGModel.predict` runs at once: 1 on a GPU, else
+    :data:`CPU_PARALLEL_CALLS`, at most TensorFlow's CPU threads (1 thread: 1 call)."""
+    if hardware.detect().gpus:
+        return 1
+    return max(1, min(CPU_PARALLEL_CALLS, hardware.cpu_threads()))
+
+
+def run_in_parts(compiled: Any, batch: np.ndarray, parts: int, equal: bool) -> np.ndarray:
+    """``compiled(batch)`` as ``parts`` calls on consecutive slices of the batch, run at once
+    (the first in this thread), outputs joined in order. ``equal``: every slice as long as the
+    first, the last padded by repeating its last example (an XLA program per slice length)."""
+    step = -(-len(batch) // max(1, min(parts, len(batch))))
+    slices = [batch[start : start + step] for start in range(0, len(batch), step)]
+
+    def call(part: np.ndarray) -> np.ndarray:
+        short = step - len(part) if equal else 0
+        if short:
+            part = np.concatenate([part, np.repeat(part[-1:], short, axis=0)])
+        y = compiled(tf.constant(part)).numpy()
+        return y[: len(y) - short] if short else y
+
+    if len(slices) == 1:
+        return call(slices[0])
+    others = [_parts_pool().submit(call, part) for part in slices[1:]]
+    return np.concatenate([call(slices[0]), *(other.result() for other in others)])
+
+
+@functools.cache
+def _parts_pool() -> ThreadPoolExecutor:
+    """The worker threads every model's :func:`run_in_parts` shares (made on first use)."""
+    return ThreadPoolExecutor(CPU_PARALLEL_CALLS - 1, "eegdino-predict")
 
 
 def default_batch_size() -> int:

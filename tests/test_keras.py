@@ -62,6 +62,36 @@ def test_predict_allocates_little_more_than_its_result():
     assert nrmse(out[-8:], model(x[-8:]).numpy()) <= AGREE
 
 
+@pytest.mark.parametrize("jit", [True, False])
+def test_a_batch_run_in_parallel_parts_equals_the_reference_in_order(jit):
+    from eegdino_tf.models import run_in_parts
+
+    io = load_io("tiny")
+    x, expected = io["raw_uv"], io["tokens"]  # 3 examples: parts of 2 and 1 (padded or not)
+    compiled = tiny_encoder().inference_function(jit)
+    for parts, equal in ((2, True), (2, False), (3, True), (5, True)):
+        tokens = run_in_parts(compiled, x, parts, equal)
+        assert tokens.shape == expected.shape
+        assert nrmse(tokens, expected) <= 2e-6
+        for i in range(3):  # each example in its place
+            assert nrmse(tokens[i], expected[i]) <= 2e-6
+
+
+def test_parallel_calls_follow_the_threads_tensorflow_may_use(monkeypatch):
+    import dataclasses
+
+    from eegdino_tf import hardware, models
+
+    monkeypatch.setattr(hardware, "cpu_threads", lambda: 16)
+    assert models.parallel_calls() == models.CPU_PARALLEL_CALLS == 2
+    monkeypatch.setattr(hardware, "cpu_threads", lambda: 1)
+    assert models.parallel_calls() == 1  # one thread asked for: one call at a time
+    monkeypatch.setattr(hardware, "cpu_threads", lambda: 16)
+    gpu = dataclasses.replace(hardware.detect(), gpus=(("a GPU", (8, 0)),))
+    monkeypatch.setattr(hardware, "detect", lambda: gpu)
+    assert models.parallel_calls() == 1  # a GPU runs one call at a time anyway
+
+
 def test_compiled_with_jit_predict_matches():
     model = eegdino_tf.load_encoder(TINY / "tiny_encoder.safetensors", norm_groups=4)
     model.compile(jit_compile=True)

@@ -10,6 +10,7 @@ from benchmarks.runners import CallTimer, PredictRunner, SizeModels
 from benchmarks.settings import Settings, Unavailable
 from benchmarks.timing import _own_ms
 from benchmarks.workload import eeg_input
+from eegdino_tf.models import parallel_calls
 
 
 def test_timed_predict_and_the_bare_calls_match_the_model(tmp_path):
@@ -24,7 +25,8 @@ def test_timed_predict_and_the_bare_calls_match_the_model(tmp_path):
     for _ in range(3):
         np.testing.assert_array_equal(run(x), model.predict(x, batch_size=3, verbose=0))
     np.testing.assert_allclose(run(x), expected, rtol=0, atol=1e-5)
-    assert len(run.own_ms) == 4 and len(model.inference_function.calls_ms) == 1
+    # Batch 3 in parallel_calls() parts: 2 and 1 (padded to 2) on a CPU with 2 threads or more
+    assert len(run.own_ms) == 4 and len(model.inference_function.spans) == parallel_calls()
     assert all(0 < ms < 1e3 for ms in run.own_ms)
     assert _own_ms(run) is not None and _own_ms(lambda x: x) is None
 
@@ -42,7 +44,13 @@ def test_timed_litert_predict_matches_the_model_and_is_float32_only(tmp_path):
     for _ in range(3):
         np.testing.assert_allclose(run(x), expected, rtol=0, atol=1e-5)
     timer = models.keras("float32").litert_function
-    assert isinstance(timer, CallTimer) and len(timer.calls_ms) == 1  # one LiteRT run a call
+    assert isinstance(timer, CallTimer) and len(timer.spans) == 1  # one LiteRT run a call
     assert len(run.own_ms) == 3 and all(0 < ms < 1e3 for ms in run.own_ms[1:])
     with pytest.raises(Unavailable, match="float32 models only"):
         models.runner("predict-litert", "mixed_bfloat16", 3)
+
+
+def test_call_timer_counts_calls_that_ran_at_once_once():
+    timer = CallTimer(lambda: None)
+    timer.spans[:] = [(1.0, 1.5), (1.2, 1.4), (1.3, 2.0), (3.0, 3.25)]
+    assert timer.busy_ms() == pytest.approx(1250.0)
