@@ -304,13 +304,14 @@ def run_in_parts(compiled: Any, batch: np.ndarray, parts: int, equal: bool) -> n
 
     if len(slices) == 1:
         return call(slices[0])
-    others = [_parts_pool().submit(call, part) for part in slices[1:]]
+    others = [_parts_pool(os.getpid()).submit(call, part) for part in slices[1:]]
     return np.concatenate([call(slices[0]), *(other.result() for other in others)])
 
 
 @functools.cache
-def _parts_pool() -> ThreadPoolExecutor:
-    """The worker threads every model's :func:`run_in_parts` shares (made on first use)."""
+def _parts_pool(pid: int) -> ThreadPoolExecutor:
+    """The worker threads every model's :func:`run_in_parts` shares, made on first use in each
+    process (``pid``: a forked child does not inherit its parent's threads)."""
     return ThreadPoolExecutor(CPU_PARALLEL_CALLS - 1, "eegdino-predict")
 
 
