@@ -197,15 +197,14 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
     ) -> Iterable[dict[str, np.ndarray]]:
         global _unreported_loads
         from eegdino_tf.io.encode import summarize
+        from eegdino_tf.models import padded
 
         with _loads_lock:
             loads, _unreported_loads = _unreported_loads, 0
         if loads:
             _counter("model_loads", loads)
-        x = np.stack(batch)
-        real = len(x)
-        if real < self.batch_size:
-            x = np.concatenate([x, np.repeat(x[-1:], self.batch_size - real, axis=0)])
+        real = len(batch)
+        x = padded(np.stack(batch), self.batch_size)
         out = model.predict(x, batch_size=self.batch_size, verbose=0, runtime=self.runtime)[:real]
         found = summarize(out, self.tokens)
         return [{k: v[i] for k, v in found.items()} for i in range(real)]

@@ -114,9 +114,10 @@ class _EEGModel(keras.Model):
             chosen = self.__dict__.get("_jit_chosen", False)
             jit = self.jit_compile if chosen else default_jit_compile(self.precision)
             compiled, pad = self.inference_function(jit), jit  # XLA: a program per batch size
+            calls = parallel_calls()
 
             def function(batch: np.ndarray) -> np.ndarray:
-                return run_in_parts(compiled, batch, parallel_calls(), equal=jit)
+                return run_in_parts(compiled, batch, calls, equal=jit)
 
         starts = range(0, len(x), size)
         progress = keras.utils.Progbar(len(starts)) if verbose in (1, "auto") else None
@@ -140,9 +141,7 @@ class _EEGModel(keras.Model):
         real = len(batch)
         if self.check_finite and not np.isfinite(batch).all():
             raise InputError(f"example {start + _first_bad(batch)}: {NON_FINITE_EEG}")
-        if real < pad_to:
-            batch = np.concatenate([batch, np.repeat(batch[-1:], pad_to - real, axis=0)])
-        y = function(batch)[:real]
+        y = function(padded(batch, pad_to))[:real]
         if self.check_finite and not np.isfinite(y).all():
             raise InputError(non_finite_output(batch, y, start, self.precision))
         return y
@@ -285,7 +284,14 @@ def parallel_calls() -> int:
     :data:`CPU_PARALLEL_CALLS`, at most TensorFlow's CPU threads (1 thread: 1 call)."""
     if hardware.detect().gpus:
         return 1
-    return max(1, min(CPU_PARALLEL_CALLS, hardware.cpu_threads()))
+    return min(CPU_PARALLEL_CALLS, hardware.cpu_threads())
+
+
+def padded(batch: np.ndarray, length: int) -> np.ndarray:
+    """``batch`` with its last example repeated up to ``length`` examples (itself when as
+    long): a compiled program or LiteRT's tensors keep the batch size they were made for."""
+    short = length - len(batch)
+    return np.concatenate([batch, np.repeat(batch[-1:], short, axis=0)]) if short > 0 else batch
 
 
 def run_in_parts(compiled: Any, batch: np.ndarray, parts: int, equal: bool) -> np.ndarray:
@@ -296,11 +302,8 @@ def run_in_parts(compiled: Any, batch: np.ndarray, parts: int, equal: bool) -> n
     slices = [batch[start : start + step] for start in range(0, len(batch), step)]
 
     def call(part: np.ndarray) -> np.ndarray:
-        short = step - len(part) if equal else 0
-        if short:
-            part = np.concatenate([part, np.repeat(part[-1:], short, axis=0)])
-        y = compiled(tf.constant(part)).numpy()
-        return y[: len(y) - short] if short else y
+        y = compiled(tf.constant(padded(part, step if equal else 0))).numpy()
+        return y[: len(part)]
 
     if len(slices) == 1:
         return call(slices[0])
