@@ -52,9 +52,14 @@ NRMSE_LIMITS = {"none": 1e-5, "float16": 5e-3, "dynamic-int8": None}
 #: Dynamic-range int8 must keep the global token (logits for a classifier) pointing the same
 #: way as float32 Keras: cosine similarity per example at least this.
 MIN_INT8_COSINE = 0.99
-#: How each format writes exact GELU (see :func:`eegdino_tf.layers.gelu_formulation`): the
-#: TFLite converter maps ``tf.nn.gelu`` to its builtin GELU; tf2onnx maps only ``Erf``.
-GELU_FORMS = {"saved-model": "erfc", "tflite": "erfc", "onnx": "erf"}
+#: How each format writes GELU and the attention softmax (:class:`eegdino_tf.layers.GraphForm`
+#: fields): the TFLite converter maps ``tf.nn.gelu`` to its builtin GELU, tf2onnx maps only
+#: ``Erf``; TFLite and ONNX Runtime run ``tf.nn.softmax`` as one fused kernel.
+GRAPH_FORMS = {
+    "saved-model": {"gelu": "erfc", "softmax": "op"},
+    "tflite": {"gelu": "erfc", "softmax": "op"},
+    "onnx": {"gelu": "erf", "softmax": "op"},
+}
 #: Batch of the self-check probe for artifacts with a dynamic batch (not 1, to prove it).
 PROBE_BATCH = 2
 MIN_OPSET = 17
@@ -154,7 +159,7 @@ def export_saved_model(
         module = tf.Module()
         # Track the tf.Variables under the Keras ones: TF Serving's loader finds only those.
         module.weights = [getattr(v, "value", v) for v in model.variables]
-        serve = _trace(model, spec, form=GELU_FORMS["saved-model"], extended=True)
+        serve = _trace(model, spec, form=GRAPH_FORMS["saved-model"], extended=True)
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": serve})
         signature = tf.saved_model.load(str(tmp)).signatures["serving_default"]
 
@@ -250,7 +255,7 @@ def tflite_flatbuffer(model: keras.Model, spec: tf.TensorSpec, quantize: str = "
     import tensorflow as tf
 
     export_model = _without_finite_check(model)
-    serve = _frozen(_trace(export_model, spec, form=GELU_FORMS["tflite"]), spec)
+    serve = _frozen(_trace(export_model, spec, form=GRAPH_FORMS["tflite"]), spec)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [serve.get_concrete_function()], tf.Module()
     )
@@ -287,7 +292,7 @@ def export_onnx(
     export_model = _without_finite_check(model)
     spec = _input_spec(export_model, None, channels, samples)
     with atomic_output(output_path, force=force) as tmp:
-        serve = _frozen(_trace(export_model, spec, form=GELU_FORMS["onnx"]), spec)
+        serve = _frozen(_trace(export_model, spec, form=GRAPH_FORMS["onnx"]), spec)
         with _converter_errors("ONNX"), _quiet("tf2onnx"):
             proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset)
         for value in (*proto.graph.input, *proto.graph.output):
@@ -399,14 +404,17 @@ def _outputs(model: keras.Model, eeg: Any, extended: bool = False) -> dict[str, 
     return dict(zip(names, outs, strict=True))
 
 
-def _trace(model: keras.Model, spec: tf.TensorSpec, *, form: str, extended: bool = False) -> Any:
-    """A concrete function ``eeg -> {name: tensor}`` with GELU written as ``form``."""
+def _trace(
+    model: keras.Model, spec: tf.TensorSpec, *, form: dict[str, str], extended: bool = False
+) -> Any:
+    """A concrete function ``eeg -> {name: tensor}`` written in ``form`` (``GraphForm``
+    fields, see :data:`GRAPH_FORMS`)."""
     import tensorflow as tf
 
-    from eegdino_tf.layers import gelu_formulation
+    from eegdino_tf.layers import GraphForm, graph_form
 
     serve = tf.function(lambda eeg: _outputs(model, eeg, extended), input_signature=[spec])
-    with gelu_formulation(form):
+    with graph_form(GraphForm(**form)):
         return serve.get_concrete_function()
 
 

@@ -148,6 +148,7 @@ def test_tflite_float32_matches_the_fixtures_with_builtin_ops_only(tiny_tflite, 
     ops = E.tflite_operators(path.read_bytes())
     assert all(ops.values()), ops
     assert "GELU" in ops  # the builtin exact GELU, not an erf decomposition
+    assert "SOFTMAX" in ops  # the fused softmax, not XLA's row sums from the matmul
     got = _tflite(path, tiny_io["raw_uv_b1"])
     assert list(got) == ["tokens"]
     assert nrmse(got["tokens"], tiny_io["tokens_b1"]) <= 1e-5
@@ -198,7 +199,7 @@ def test_tflite_refuses_flex_ops(tiny_encoder, out, monkeypatch):
 
 def test_tflite_fuses_erf_gelu_to_the_builtin(tiny_encoder, out, monkeypatch):
     """The ONNX-friendly erf GELU also converts: the converter fuses it into builtin GELU."""
-    monkeypatch.setitem(E.GELU_FORMS, "tflite", "erf")
+    monkeypatch.setitem(E.GRAPH_FORMS, "tflite", {**E.GRAPH_FORMS["tflite"], "gelu": "erf"})
     report = E.export_tflite(tiny_encoder, out / "erf_gelu.tflite")
     ops = E.tflite_operators(report.path.read_bytes())
     assert all(ops.values()) and "GELU" in ops

@@ -10,6 +10,8 @@ import tensorflow as tf
 from conftest import CASES, OVERRIDES, fixture_path, load_io, nrmse
 
 import eegdino_tf
+from eegdino_tf.errors import ConfigError
+from eegdino_tf.layers import GraphForm, graph_form
 
 TOLERANCE = 2e-6
 
@@ -44,6 +46,25 @@ def test_compiled_encoder_matches_reference(model, jit_compile):
     for case in CASES:
         tokens = run(tf.constant(io["raw_uv" + case])).numpy()
         assert nrmse(tokens, io["tokens" + case]) <= TOLERANCE
+
+
+@pytest.mark.parametrize("gelu", ["erf", "erfc"])
+@pytest.mark.parametrize("softmax", ["op", "matmul"])
+@pytest.mark.parametrize("model", ["tiny", "small"])
+def test_every_graph_form_matches_reference(model, softmax, gelu):
+    """Each way of writing GELU and the attention softmax (exporters' and XLA's) keeps
+    float32 parity."""
+    io = load_io(model)
+    with graph_form(GraphForm(gelu=gelu, softmax=softmax)):
+        for case in CASES:
+            tokens = encoder(model)(io["raw_uv" + case]).numpy()
+            assert nrmse(tokens, io["tokens" + case]) <= TOLERANCE
+
+
+@pytest.mark.parametrize("field", ["gelu", "softmax"])
+def test_unknown_graph_form_is_refused_by_name(field):
+    with pytest.raises(ConfigError, match=f"unknown {field} form 'tanh'; use one of"):
+        GraphForm(**{field: "tanh"})
 
 
 @pytest.mark.parametrize("case", CASES)

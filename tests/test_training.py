@@ -176,3 +176,21 @@ def test_half_precision_step_is_finite_and_close_to_float32(precision):
     history = model.fit(golden["raw_uv"], golden["labels"], epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert all(np.isfinite(v.numpy()).all() for v in variables)
+
+
+def test_attention_dropout_in_training_acts_on_the_softmax_weights():
+    """In training with dropout the attention takes tf.nn.softmax whatever the graph form
+    (the matmul form's row sums would count dropped weights): the same seed, the same output."""
+    from eegdino_tf.layers import Attention, GraphForm, graph_form
+
+    x = tf.random.stateless_normal([2, 7, 16], seed=[1, 2])
+    outputs = []
+    for softmax in ("op", "matmul"):
+        keras.utils.set_random_seed(3)  # the same weights and dropout seeds for both
+        layer = Attention(16, num_heads=4, dropout=0.5)
+        with graph_form(GraphForm(softmax=softmax)):
+            outputs.append(layer(x, training=True).numpy())
+    assert np.array_equal(outputs[0], outputs[1])
+    with graph_form(GraphForm(softmax="matmul")):
+        inference = layer(x, training=False).numpy()
+    assert np.abs(inference - outputs[0]).max() > 1e-3  # dropout did act
