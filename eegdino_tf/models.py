@@ -238,7 +238,7 @@ class _EEGModel(keras.Model):
 
 
 #: How :meth:`~_EEGModel.inference_function` writes the model for XLA: the softmax's row sums
-#: from the attention matmul (small, 2 cores: 1.08x the samples/s at batch 1 and 8).
+#: from the attention matmul (small, 2 cores: 1.11x-1.12x the samples/s at batch 1 and 8).
 XLA_GRAPH_FORM = GraphForm(softmax="matmul")
 
 

@@ -61,6 +61,20 @@ def test_every_graph_form_matches_reference(model, softmax, gelu):
             assert nrmse(tokens, io["tokens" + case]) <= TOLERANCE
 
 
+@pytest.mark.parametrize("head_dim", [4, 15, 25, 64])
+def test_softmax_from_the_matmul_equals_softmax_then_matmul(head_dim):
+    """Row sums from ``[v | 1 | 0...]``, whatever zeros the head width leaves room for."""
+    from eegdino_tf.layers import _softmax_matmul
+
+    rng = np.random.default_rng(head_dim)
+    scores = rng.standard_normal((2, 3, 9, 9)) * 4
+    v = rng.standard_normal((2, 9, 3, head_dim))
+    expected = np.einsum("bhqk,bkhd->bqhd", tf.nn.softmax(scores).numpy(), v)  # float64
+    got = _softmax_matmul(tf.constant(scores, tf.float32), tf.constant(v, tf.float32)).numpy()
+    assert got.shape == expected.shape
+    assert nrmse(got, expected) <= 1e-6
+
+
 @pytest.mark.parametrize("field", ["gelu", "softmax"])
 def test_unknown_graph_form_is_refused_by_name(field):
     with pytest.raises(ConfigError, match=f"unknown {field} form 'tanh'; use one of"):
