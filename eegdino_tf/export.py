@@ -235,7 +235,7 @@ def export_tflite(
         tmp.write_bytes(tflite_flatbuffer(model, spec, quantize))
 
         interpreter = litert.Interpreter(
-            model_content=tmp.read_bytes(), num_threads=os.cpu_count() or 1
+            model_content=tmp.read_bytes(), num_threads=hardware.cpu_threads()
         )
         runner = interpreter.get_signature_runner("serving_default")
 
