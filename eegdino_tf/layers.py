@@ -656,8 +656,8 @@ def _softmax_matmul(scores: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     zeros = (-(d + 1)) % VECTOR_LANES if d % VECTOR_LANES else 0
     scores = tf.cast(scores, tf.float32)
     e = tf.cast(tf.exp(scores - tf.reduce_max(scores, axis=-1, keepdims=True)), v.dtype)
-    v = tf.pad(tf.concat([v, tf.ones_like(v[..., :1])], axis=-1), [[0, 0]] * 3 + [[0, zeros]])
-    summed = einsum("bhqk,bkhd->bqhd", e, v)
+    v_ones = tf.concat([v, tf.ones_like(v[..., :1])], axis=-1)
+    summed = einsum("bhqk,bkhd->bqhd", e, tf.pad(v_ones, [[0, 0]] * 3 + [[0, zeros]]))
     out = tf.cast(summed[..., :d], tf.float32) / tf.cast(summed[..., d : d + 1], tf.float32)
     return tf.cast(out, v.dtype)
 
