@@ -3,7 +3,7 @@
 batches.
 
 LiteRT (TFLite's interpreter, with its XNNPACK kernels) runs this model's attention, at the
-small and medium widths, faster than XLA's CPU kernels do (README "Performance"). On the first
+small and medium widths, faster than XLA's CPU kernels do (docs/performance.md). On the first
 such call for an input shape (channels, samples) the model is converted to the float32 TFLite
 flatbuffer that ``eegdino-tf export tflite`` writes, but for any batch size (on 2 cores: ~9 s for
 small, ~35 s for medium), and kept. The conversion holds the weights of that moment: ``fit``,

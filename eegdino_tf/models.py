@@ -280,14 +280,14 @@ def non_finite_output(batch: np.ndarray, outputs: np.ndarray, offset: int, preci
 
 
 #: ``predict``'s batch size on a CPU when none is given: per example, 8 ran faster than Keras'
-#: 32 at every size (README "Performance": small 1.06x-1.4x, medium 1.04x-1.09x).
+#: 32 at every size (docs/performance.md: small 1.06x-1.4x, medium 1.04x-1.09x).
 CPU_BATCH_SIZE = 8
 
 
 #: Parts of each batch :meth:`~_EEGModel.predict` runs at once on a CPU, each a compiled call
 #: of its own: one call of this model's hundreds of short operations leaves cores idle between
 #: them, which a second call fills (2 cores, XLA, batch 8: small 1.2x the samples/s, medium
-#: 1.08x; README "Performance").
+#: 1.08x; docs/performance.md).
 CPU_PARALLEL_CALLS = 2
 
 
@@ -339,7 +339,7 @@ def default_batch_size() -> int:
 def default_jit_compile(precision: str) -> bool:
     """Whether :meth:`predict` uses XLA when ``compile`` did not say, for this machine.
 
-    Measured on CPUs (``eegdino-tf bench``, README "Performance"): XLA for float32 and
+    Measured on CPUs (``eegdino-tf bench``, docs/performance.md): XLA for float32 and
     mixed_float16 on every CPU; for mixed_bfloat16, XLA except on CPUs with native bfloat16
     (AMX-BF16, AVX512-BF16), where oneDNN's bfloat16 kernels beat it. On a GPU, XLA: not yet
     measured (``python -m benchmarks.gpu`` does).
