@@ -65,8 +65,9 @@ class _EEGModel(keras.Model):
         inputs = args[0] if args else kwargs.get("inputs")
         check_eeg_input(inputs, self.partial_patch)
         shape = tuple(inputs.shape)
-        if None not in shape:  # an array, or a traced tensor of known shape
-            check_attention_memory(shape, shape[0], self.num_heads)
+        if None not in shape[1:]:  # an array, or a traced tensor of known channels and samples
+            # A batch unknown at trace time (Keras' fit on a tf.data pipeline) holds at least one.
+            check_attention_memory(shape, shape[0] or 1, self.num_heads)
         return super().__call__(*args, **kwargs)
 
     def predict(
@@ -250,11 +251,15 @@ def check_attention_memory(shape: tuple[int, ...], batch: int, num_heads: int) -
     tokens = 1 + channels * (samples // PATCH_SIZE)
     need, memory = batch * num_heads * tokens**2 * 4, hardware.physical_memory()
     if memory is not None and need > memory:
+        held = f"one batch of {batch}" if batch > 1 else "one example"
+        fix = "shorter windows (encode: --window)" + (
+            " or a smaller batch_size" if batch > 1 else ""
+        )
         raise InputError(
             f"EEG input of {channels} channels x {samples / PATCH_SIZE:g} s is {tokens} tokens "
-            f"an example: the attention weights of one batch of {batch} alone would take "
+            f"an example: the attention weights of {held} alone would take "
             f"{need / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB of "
-            "memory; use shorter windows (encode: --window) or a smaller batch_size"
+            f"memory; use {fix}"
         )
 
 

@@ -183,8 +183,28 @@ def test_a_window_whose_attention_cannot_fit_in_memory_is_refused(monkeypatch):
     with pytest.raises(InputError, match="one batch of 2 alone"):  # the same for a classifier
         classifier.predict(x, verbose=0)
     eegdino_tf.models.check_attention_memory(x.shape, 1, 8)  # batch 1 (1.0 GiB) fits
-    with pytest.raises(InputError, match="one batch of 1 alone"):
+    with pytest.raises(InputError, match="one example alone would take 2.0 GiB") as err:
         eegdino_tf.models.check_attention_memory(x.shape, 1, 16)  # 16 heads: 2.0 GiB
+    assert str(err.value).endswith("use shorter windows (encode: --window)")  # no batch to cut
+
+
+def test_a_tf_data_window_whose_attention_cannot_fit_is_refused_in_keras_fit_and_predict(
+    monkeypatch,
+):
+    """19 channels x 420 s is 7981 tokens, 1.9 GiB of attention weights an example: on a
+    (pretend) 1.5 GiB host, Keras' predict and fit on a tf.data pipeline are refused before
+    anything runs, whether Keras traces them with the first batch's size (2: 3.8 GiB) or with
+    an unknown one (fit: at least one example)."""
+    monkeypatch.setattr(eegdino_tf.hardware, "physical_memory", lambda: 3 * 2**29)
+    x = np.zeros((2, 19, 200 * 420), np.float32)
+    message = r"7981 tokens an example: .* of one (batch of 2|example) alone would take (3\.8|1\.9)"
+    with pytest.raises(InputError, match=message):
+        encoder().predict(tf.data.Dataset.from_tensor_slices(x).batch(2), verbose=0)
+    classifier = eegdino_tf.load_classifier(TINY / "tiny_classifier.safetensors", norm_groups=4)
+    classifier.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    labelled = tf.data.Dataset.from_tensor_slices((x, np.zeros(2, np.int32))).batch(2)
+    with pytest.raises(InputError, match=message):
+        classifier.fit(labelled, epochs=1, verbose=0)
 
 
 def test_physical_memory_is_this_machines():
