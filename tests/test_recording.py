@@ -379,7 +379,7 @@ def test_a_window_too_long_for_memory_is_refused_before_reading(encoder, monkeyp
     the error comes before the recording is read or a window is allocated."""
     rec = open_recording(eeg_like(19, 200 * 35, 200.0), sfreq=200, ch_names=STANDARD_CHANNELS)
     monkeypatch.setattr(type(rec), "windows", lambda *a, **k: pytest.fail("a window was read"))
-    message = r"684001 tokens an example: .* of 1 alone would take 13,943\.2 GiB"
+    message = r"684001 tokens an example: .* of one example alone would take 13,943\.2 GiB"
     with pytest.raises(eegdino_tf.InputError, match=message):
         encode_recording(encoder, rec, window=36000, pad_tail=True, progress=False)
 
