@@ -251,10 +251,9 @@ def check_attention_memory(shape: tuple[int, ...], batch: int, num_heads: int) -
     tokens = 1 + channels * (samples // PATCH_SIZE)
     need, memory = batch * num_heads * tokens**2 * 4, hardware.physical_memory()
     if memory is not None and need > memory:
-        held = f"one batch of {batch}" if batch > 1 else "one example"
-        fix = "shorter windows (encode: --window)" + (
-            " or a smaller batch_size" if batch > 1 else ""
-        )
+        held, fix = "one example", "shorter windows (encode: --window)"
+        if batch > 1:
+            held, fix = f"one batch of {batch}", f"{fix} or a smaller batch_size"
         raise InputError(
             f"EEG input of {channels} channels x {samples / PATCH_SIZE:g} s is {tokens} tokens "
             f"an example: the attention weights of {held} alone would take "

@@ -197,7 +197,10 @@ def test_a_tf_data_window_whose_attention_cannot_fit_is_refused_in_keras_fit_and
     an unknown one (fit: at least one example)."""
     monkeypatch.setattr(eegdino_tf.hardware, "physical_memory", lambda: 3 * 2**29)
     x = np.zeros((2, 19, 200 * 420), np.float32)
-    message = r"7981 tokens an example: .* of one (batch of 2|example) alone would take (3\.8|1\.9)"
+    message = (
+        r"7981 tokens an example: .* of one "
+        r"(batch of 2 alone would take 3\.8|example alone would take 1\.9) GiB"
+    )
     with pytest.raises(InputError, match=message):
         encoder().predict(tf.data.Dataset.from_tensor_slices(x).batch(2), verbose=0)
     classifier = eegdino_tf.load_classifier(TINY / "tiny_classifier.safetensors", norm_groups=4)
