@@ -262,12 +262,23 @@ class _ReadWindows(beam.DoFn):
         yield _PLAN, {"windows": count, "channels": list(opened.channels), "steps": steps}
 
 
-def _failed_batch(failure: tuple[Any, BaseException]) -> Iterator[tuple[str, dict]]:
-    """RunInference's dead letter ``(batch of (key, x), exception)`` -> one error per
+def _exception_message(info: Any) -> str:
+    """A dead letter's exception -> ``"Type: message"``. Beam emits ``(type, repr,
+    traceback lines)`` (typed ``ExceptionInfo`` from 2.78); the traceback's last line is the
+    message as Python prints it. An exception object is taken as it is."""
+    if isinstance(info, BaseException):
+        return f"{type(info).__name__}: {info}"
+    kind, text, lines = info
+    last = "".join(lines).rstrip().splitlines()[-1:] if lines else []
+    return last[0] if last else f"{kind.__name__}: {text}"
+
+
+def _failed_batch(failure: Any) -> Iterator[tuple[str, dict]]:
+    """RunInference's dead letter ``(batch of (key, x), exception info)`` -> one error per
     recording in the batch."""
-    batch, error = failure
+    batch, info = failure
+    message = _exception_message(info)
     for recording in sorted({key[0] for key, _ in batch}):
-        message = f"{type(error).__name__}: {error}"
         yield recording, {"recording": recording, "stage": "inference", "error": message}
 
 
