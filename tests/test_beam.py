@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY, nrmse
+
+from tests.helpers import TINY, nrmse
 
 beam = pytest.importorskip("apache_beam", reason="apache-beam is not installed (the beam extra)")
 pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is not installed (the beam extra)")
-
-from test_recording import TUH_LABELS, eeg_like, write_edf  # noqa: E402
 
 import eegdino_tf  # noqa: E402
 from eegdino_tf import cli  # noqa: E402
@@ -26,6 +25,7 @@ from eegdino_tf.beam import (  # noqa: E402
     output_name,
 )
 from eegdino_tf.io import STANDARD_CHANNELS, encode_recording  # noqa: E402
+from tests.helpers.recordings import TUH_LABELS, eeg_like, write_edf  # noqa: E402
 
 WEIGHTS = str(TINY / "tiny_encoder.safetensors")
 NEW_NAMES = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
 from benchmarks import cli, compare, machine, peak, runners, timing, workload
 from benchmarks.report import table_order
@@ -28,6 +27,7 @@ from benchmarks.settings import (
 )
 from eegdino_tf import hardware
 from eegdino_tf.config import PRESETS
+from tests.helpers import REPO
 
 
 def test_flops_match_the_architecture_costs():

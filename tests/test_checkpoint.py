@@ -8,23 +8,28 @@ Checkpoints beyond the two fixtures are written here by hand, without PyTorch: a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import pickle
-import struct
 import sys
-import zipfile
-from pathlib import Path
-from typing import Any
 
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import TINY
 from safetensors.numpy import load_file
 
 from eegdino_tf.checkpoint import load_torch_checkpoint, read_state_dict
-from eegdino_tf.errors import CheckpointError
+from tests.helpers import TINY
+from tests.helpers.checkpoints import (
+    Build,
+    Call,
+    Global,
+    PersistentId,
+    dumps,
+    error_of,
+    rewrite_zip,
+    tensor,
+    write_checkpoint,
+)
 
 PRETRAIN = TINY / "tiny_pretrain_checkpoint.pt"
 FINETUNE = TINY / "tiny_finetune_checkpoint.pt"
@@ -32,110 +37,6 @@ FINETUNE = TINY / "tiny_finetune_checkpoint.pt"
 # ---------------------------------------------------------------------------------------------
 # A minimal protocol-2 pickle writer and torch.save zip writer
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Global:
-    module: str
-    name: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Call:
-    func: Any
-    args: tuple
-
-
-@dataclasses.dataclass(frozen=True)
-class PersistentId:
-    pid: tuple
-
-
-@dataclasses.dataclass(frozen=True)
-class Build:
-    obj: Any
-    state: dict
-
-
-def _emit(obj: Any, out: bytearray) -> None:
-    if isinstance(obj, Global):
-        out += f"c{obj.module}\n{obj.name}\n".encode()
-    elif isinstance(obj, Call):
-        _emit(obj.func, out)
-        _emit(obj.args, out)
-        out += b"R"
-    elif isinstance(obj, PersistentId):
-        _emit(obj.pid, out)
-        out += b"Q"
-    elif isinstance(obj, Build):
-        _emit(obj.obj, out)
-        _emit(obj.state, out)
-        out += b"b"
-    elif isinstance(obj, bool):
-        out += b"\x88" if obj else b"\x89"
-    elif isinstance(obj, int):
-        out += b"J" + struct.pack("<i", obj)
-    elif isinstance(obj, str):
-        data = obj.encode()
-        out += b"X" + struct.pack("<I", len(data)) + data
-    elif isinstance(obj, tuple):
-        out += b"("
-        for item in obj:
-            _emit(item, out)
-        out += b"t"
-    elif isinstance(obj, dict):
-        out += b"}("
-        for key, value in obj.items():
-            _emit(key, out)
-            _emit(value, out)
-        out += b"u"
-    else:
-        raise TypeError(type(obj))
-
-
-def dumps(obj: Any) -> bytes:
-    """Pickle ``obj`` (built from the node types above and plain values), protocol 2."""
-    out = bytearray(b"\x80\x02")
-    _emit(obj, out)
-    return bytes(out + b".")
-
-
-def tensor(key: str, storage_type: str, numel: int, offset: int, shape, strides) -> Call:
-    """What ``torch.save`` pickles for a tensor viewing storage ``key``."""
-    storage = PersistentId(("storage", Global("torch", storage_type), key, "cpu", numel))
-    hooks = Call(Global("collections", "OrderedDict"), ())
-    rebuild = Global("torch._utils", "_rebuild_tensor_v2")
-    return Call(rebuild, (storage, offset, tuple(shape), tuple(strides), False, hooks))
-
-
-def write_checkpoint(
-    path: Path, pickled: bytes, storages: dict[str, bytes], byteorder: str = "little"
-) -> Path:
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("archive/data.pkl", pickled)
-        archive.writestr("archive/byteorder", byteorder)
-        for key, raw in storages.items():
-            archive.writestr(f"archive/data/{key}", raw)
-        archive.writestr("archive/version", "3\n")
-    return path
-
-
-def rewrite_zip(source: Path, target: Path, drop: str) -> Path:
-    """Copy a zip, leaving out the entry whose name ends with ``drop``."""
-    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
-        for info in src.infolist():
-            if not info.filename.endswith(drop):
-                dst.writestr(info, src.read(info))
-    return target
-
-
-def error_of(path: Path) -> str:
-    """The one-line message ``read_state_dict`` raises for ``path``."""
-    with pytest.raises(CheckpointError) as info:
-        read_state_dict(path)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 # ---------------------------------------------------------------------------------------------

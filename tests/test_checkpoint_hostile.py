@@ -21,11 +21,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import TINY
-from hostile import outcome, run_isolated
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_checkpoint import Call, Global, PersistentId, dumps, tensor, write_checkpoint
 
 import eegdino_tf
 from eegdino_tf import checkpoint as C
@@ -34,6 +31,9 @@ from eegdino_tf.cli import main
 from eegdino_tf.convert import convert_checkpoint
 from eegdino_tf.errors import CheckpointError
 from eegdino_tf.weights import read_tensors
+from tests.helpers import TINY
+from tests.helpers.checkpoints import Call, Global, PersistentId, dumps, tensor, write_checkpoint
+from tests.helpers.hostile import outcome, run_isolated
 
 PRETRAIN = TINY / "tiny_pretrain_checkpoint.pt"
 FINETUNE = TINY / "tiny_finetune_checkpoint.pt"

@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, TINY
 
 import eegdino_tf
 from eegdino_tf.cli import main
 from eegdino_tf.signals import eeg_like_signal
+from tests.helpers import REPO, TINY
 
 
 def test_info_describes_a_classifier_file(capsys):

@@ -11,15 +11,15 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import CASES, OVERRIDES, TINY, nrmse
 from safetensors import safe_open
 from safetensors.numpy import load_file
-from test_checkpoint import dumps, tensor, write_checkpoint
 
 import eegdino_tf
 from eegdino_tf import cli, convert
 from eegdino_tf.convert import convert_all, convert_checkpoint
 from eegdino_tf.errors import CheckpointError, EEGDinoError
+from tests.helpers import CASES, OVERRIDES, TINY, nrmse
+from tests.helpers.checkpoints import dumps, tensor, write_checkpoint
 
 PRETRAIN = TINY / "tiny_pretrain_checkpoint.pt"
 FINETUNE = TINY / "tiny_finetune_checkpoint.pt"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TINY, nrmse
-from test_recording import TUH_LABELS, eeg_like, write_edf
 
 import eegdino_tf
 from eegdino_tf.data import window_dataset
 from eegdino_tf.errors import RecordingError
 from eegdino_tf.io import encode_recording
+from tests.helpers import TINY, nrmse
+from tests.helpers.recordings import TUH_LABELS, eeg_like, write_edf
 
 
 class SpyEncoder:

@@ -18,8 +18,6 @@ from pathlib import Path
 import edfio
 import numpy as np
 import pytest
-from conftest import TINY, nrmse
-from hostile import outcome
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.signal import resample_poly
@@ -35,6 +33,8 @@ from eegdino_tf.io.edf import (
     read_header,
 )
 from eegdino_tf.io.windows import MIN_SAMPLING_RATE
+from tests.helpers import TINY, nrmse
+from tests.helpers.hostile import outcome
 
 GENERATOR = TINY / "edfbrowser"
 EEG = ["C3", "Cz", "C4"]

@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+
+from tests.helpers import REPO
 
 
 @pytest.mark.parametrize("script", ["encode_edf.py", "mne_pipeline.py"])

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import OVERRIDES, fixture_path, load_io, nrmse
 
 import eegdino_tf
 from eegdino_tf import export as E
 from eegdino_tf.cli import main
 from eegdino_tf.errors import EEGDinoError, ExportError, MissingExtraError
+from tests.helpers import OVERRIDES, fixture_path, load_io, nrmse
 
 ort = pytest.importorskip("onnxruntime")
 litert = pytest.importorskip("ai_edge_litert.interpreter")

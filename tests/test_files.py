@@ -119,9 +119,8 @@ def test_files_get_the_mode_of_any_new_file(tmp_path):
 
 
 def test_convert_with_force_onto_a_folder_keeps_the_folder(tmp_path, capsys):
-    from conftest import TINY
-
     from eegdino_tf.cli import main
+    from tests.helpers import TINY
 
     folder = tmp_path / "d"
     folder.mkdir()

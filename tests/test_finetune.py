@@ -6,9 +6,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import OVERRIDES, fixture_path, nrmse
 from safetensors.numpy import load_file
-from test_training import AFTER_STEP_NRMSE, NO_DROPOUT, _classifier, _loss_and_gradients
 
 import eegdino_tf
 from eegdino_tf.finetune import (
@@ -20,12 +18,19 @@ from eegdino_tf.finetune import (
     finetune_optimizer,
     finetune_schedule,
 )
+from tests.helpers import OVERRIDES, fixture_path, nrmse
+from tests.helpers.training import (
+    AFTER_STEP_NRMSE,
+    NO_DROPOUT,
+    fixture_classifier,
+    loss_and_gradients,
+)
 
 
 def test_layerwise_adamw_step_equals_torch_adamw():
     golden = load_file(str(fixture_path("tiny_train.safetensors")))
-    model = _classifier("tiny", **NO_DROPOUT)
-    _, _, variables, grads = _loss_and_gradients(model, golden)
+    model = fixture_classifier("tiny", **NO_DROPOUT)
+    _, _, variables, grads = loss_and_gradients(model, golden)
     optimizer = LayerwiseAdamW(1e-3, weight_decay_rate=0.05, epsilon=1e-8)  # torch's values
     optimizer.apply_gradients(zip(grads, [v for _, v, _ in variables], strict=True))
     after = model.predict(golden["raw_uv"], verbose=0)
@@ -33,7 +38,7 @@ def test_layerwise_adamw_step_equals_torch_adamw():
 
 
 def test_recipe_scales_rates_by_depth_and_skips_decay_on_norms_biases_and_token():
-    model = eegdino_tf.load_classifier(
+    model = eegdino_tf.loadfixture_classifier(
         fixture_path("tiny_classifier.safetensors"), **OVERRIDES["tiny"]
     )
     optimizer = finetune_optimizer(
@@ -77,7 +82,7 @@ def test_frozen_then_unfrozen_encoder_trains_the_head_first():
     keras.utils.set_random_seed(0)
     golden = load_file(str(fixture_path("tiny_train.safetensors")))
     x, y = golden["raw_uv"], golden["labels"]
-    model = _classifier("tiny")
+    model = fixture_classifier("tiny")
     callbacks = compile_for_finetuning(
         model,
         FinetuneRecipe(freeze_encoder_epochs=1, warmup_epochs=0),
@@ -114,7 +119,7 @@ def test_frozen_then_unfrozen_encoder_trains_the_head_first():
 
 def test_linear_probe_never_trains_the_encoder():
     golden = load_file(str(fixture_path("tiny_train.safetensors")))
-    model = _classifier("tiny")
+    model = fixture_classifier("tiny")
     callbacks = compile_for_finetuning(
         model, FinetuneRecipe(freeze_encoder_epochs=None), steps_per_epoch=1, epochs=2
     )
@@ -125,22 +130,10 @@ def test_linear_probe_never_trains_the_encoder():
     )
 
 
-def _rhythm_recording(rng, hz: float, seconds: int, sfreq: float) -> np.ndarray:
-    """19 channels ``[C, T]`` microvolts dominated by a ``hz`` rhythm, with pink-ish noise
-    and an amplitude that varies per file and per channel."""
-    t = np.arange(int(seconds * sfreq)) / sfreq
-    amplitude = rng.uniform(15, 45) * rng.uniform(0.6, 1.4, (19, 1))
-    rhythm = np.sin(2 * np.pi * (hz + rng.normal(0, 0.7, (19, 1))) * t + rng.uniform(0, 6, (19, 1)))
-    noise = np.cumsum(rng.normal(0, 2, (19, t.size)), axis=1)
-    noise -= noise.mean(axis=1, keepdims=True)
-    return amplitude * rhythm + 0.3 * noise + rng.normal(0, 8, (19, t.size))
-
-
 def test_finetuning_learns_alpha_versus_beta_on_held_out_files(tmp_path):
-    from test_recording import write_edf
-
     from eegdino_tf.data import window_dataset
     from eegdino_tf.io import STANDARD_CHANNELS
+    from tests.helpers.recordings import rhythm_recording, write_edf
 
     rng = np.random.default_rng(0)
     files = {"train": [], "test": []}
@@ -148,7 +141,7 @@ def test_finetuning_learns_alpha_versus_beta_on_held_out_files(tmp_path):
         for i in range(count):
             for label, hz in ((0, 10.0), (1, 20.0)):  # alpha- vs beta-dominant
                 path = tmp_path / f"{split}_{label}_{i}.edf"
-                data = _rhythm_recording(rng, hz, seconds=40, sfreq=250.0)
+                data = rhythm_recording(rng, hz, seconds=40, sfreq=250.0)
                 write_edf(path, data, list(STANDARD_CHANNELS), 250.0)
                 files[split].append((path, label))
 

@@ -8,15 +8,14 @@ import json
 
 import numpy as np
 import pytest
-from conftest import OVERRIDES, fixture_path
-from test_finetune import _rhythm_recording
-from test_recording import write_edf
 
 import eegdino_tf
 from eegdino_tf.errors import EEGDinoError, RecordingError
 from eegdino_tf.finetune import FinetuneRecipe
 from eegdino_tf.finetune_run import METRICS, finetune_recordings, read_manifest, split_rows
 from eegdino_tf.io import STANDARD_CHANNELS
+from tests.helpers import OVERRIDES, fixture_path
+from tests.helpers.recordings import rhythm_recording, write_edf
 
 ENCODER = fixture_path("tiny_encoder.safetensors")
 FAST = dict(
@@ -36,7 +35,7 @@ def recordings(tmp_path_factory):
     for i in range(4):
         for label, hz in (("alpha", 10.0), ("beta", 20.0)):
             path = folder / f"{label}_{i}.edf"
-            write_edf(path, _rhythm_recording(rng, hz, 20, 256.0), list(STANDARD_CHANNELS), 256.0)
+            write_edf(path, rhythm_recording(rng, hz, 20, 256.0), list(STANDARD_CHANNELS), 256.0)
             files.append((path.name, label, f"s{i}"))
     return folder, files
 
@@ -136,7 +135,7 @@ def test_a_recording_shorter_than_a_window_is_named(recordings, tmp_path):
     folder, files = recordings
     short = folder / "short.edf"
     rng = np.random.default_rng(2)
-    write_edf(short, _rhythm_recording(rng, 10.0, 5, 256.0), list(STANDARD_CHANNELS), 256.0)
+    write_edf(short, rhythm_recording(rng, 10.0, 5, 256.0), list(STANDARD_CHANNELS), 256.0)
     lines = ["path,label", "short.edf,alpha", *(f"{p},{label}" for p, label, _ in files)]
     with pytest.raises(RecordingError, match=r"row 2 \(short.edf\).*shorter than one 10 s"):
         finetune_recordings(write_manifest(folder, lines, "short.csv"), ENCODER, tmp_path / "o")

@@ -16,9 +16,9 @@ import warnings
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO, fixture_path
 
 from eegdino_tf import hardware, layers, models
+from tests.helpers import REPO, fixture_path
 
 
 def cpu(*flags: str, onednn: bool = True, gpus=()) -> hardware.Hardware:
@@ -133,7 +133,7 @@ BF16_WITHOUT_ONEDNN = """
 import json, sys
 sys.path.insert(0, "tests")
 import tensorflow as tf
-from conftest import CASES, load_io, nrmse
+from tests.helpers import CASES, load_io, nrmse
 import eegdino_tf
 io = load_io("small")
 encoder = eegdino_tf.load_encoder(sys.argv[1], precision="mixed_bfloat16")
@@ -167,7 +167,7 @@ def test_bf16_accuracy_with_the_fallback_kernels_of_avx2_cpus():
 )
 def test_mixed_precision_small_encoder_accuracy(precision, limit):
     """On this machine's kernels, through predict (whatever it picks), graph mode and XLA."""
-    from conftest import CASES, load_io, nrmse
+    from tests.helpers import CASES, load_io, nrmse
 
     io = load_io("small")
     encoder = models.load_encoder(fixture_path("small_encoder.safetensors"), precision=precision)

@@ -7,11 +7,11 @@ import functools
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TINY, load_io, nrmse
 
 import eegdino_tf
 from eegdino_tf import InputError
 from eegdino_tf.models import parallel_calls
+from tests.helpers import TINY, load_io, nrmse
 
 TINY_ENCODER = TINY / "tiny_encoder.safetensors"
 

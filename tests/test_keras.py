@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TINY, load_io, nrmse
 
 import eegdino_tf
+from tests.helpers import TINY, load_io, nrmse
 
 AGREE = 1e-6
 
@@ -51,7 +51,7 @@ def test_predict_any_batch_size(batch_size):
 
 
 def test_predict_allocates_little_more_than_its_result():
-    from hostile import outcome
+    from tests.helpers.hostile import outcome
 
     x = np.random.default_rng(0).normal(0, 30, (200, 19, 2000)).astype(np.float32)
     model = tiny_encoder()

@@ -7,10 +7,10 @@ import functools
 
 import pytest
 import tensorflow as tf
-from conftest import OVERRIDES, fixture_path, load_io, nrmse
 
 import eegdino_tf
 from eegdino_tf.errors import ConfigError, InputError
+from tests.helpers import OVERRIDES, fixture_path, load_io, nrmse
 
 TOLERANCE = 2e-6
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import TINY, load_io, nrmse
 from safetensors.numpy import load_file, save_file
 
 import eegdino_tf
 from eegdino_tf import WeightsError
+from tests.helpers import TINY, load_io, nrmse
 
 TINY_ENCODER = TINY / "tiny_encoder.safetensors"
 TINY_CLASSIFIER = TINY / "tiny_classifier.safetensors"

@@ -7,11 +7,11 @@ import functools
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CASES, OVERRIDES, fixture_path, load_io, nrmse
 
 import eegdino_tf
 from eegdino_tf.errors import ConfigError
 from eegdino_tf.layers import GraphForm, graph_form
+from tests.helpers import CASES, OVERRIDES, fixture_path, load_io, nrmse
 
 TOLERANCE = 2e-6
 

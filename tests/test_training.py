@@ -7,55 +7,26 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import OVERRIDES, fixture_path, nrmse
 from safetensors.numpy import load_file
 
 import eegdino_tf
-from eegdino_tf import weights as W
-
-#: No dropout anywhere: the golden step was taken with the reference's dropout off.
-NO_DROPOUT = {"dropout": 0.0, "drop_path": 0.0, "head_dropout": (0.0, 0.0)}
-#: The float32 parity bound of every forward path (test_parity.TOLERANCE): how the CPU's
-#: kernels round decides where under it a path lands (tiny, eager: 1.1e-6 on an Intel AMX host).
-PARITY = 2e-6
-#: float32 floor for a gradient through the whole model (measured worst: see the test's output).
-GRAD_NRMSE = 1e-5
-#: Logits after one AdamW step taken with the reference's gradients (measured 4.8e-6 tiny,
-#: 3.2e-6 small). Taken with our own gradients the bound would depend on the CPU: Adam's first
-#: step is about lr * sign(grad), so a gradient at the float32 floor near zero whose sign the
-#: kernels' rounding flips moves a weight by two full steps (small: 2.0e-5 on AMD hosts, 5.4e-5
-#: on an Intel AMX host).
-AFTER_STEP_NRMSE = 1e-5
-
-
-def _classifier(size: str, **options):
-    path = fixture_path(f"{size}_classifier.safetensors")
-    return eegdino_tf.load_classifier(path, **OVERRIDES[size], **options)
-
-
-def _keyed_variables(model):
-    """``(finetuning key, variable, layout hook)`` for every weight of a classifier."""
-    for key, variable, permutation in W.encoder_weight_map(model.encoder):
-        yield f"encoder.{key}", variable, permutation
-    yield from W.head_weight_map(model.head)
-
-
-def _loss_and_gradients(model, golden):
-    variables = list(_keyed_variables(model))
-    with tf.GradientTape() as tape:
-        logits = model(golden["raw_uv"], training=True)
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
-            golden["labels"], logits
-        )
-    grads = tape.gradient(loss, [v for _, v, _ in variables])
-    return logits, loss, variables, grads
+from tests.helpers import fixture_path, nrmse
+from tests.helpers.training import (
+    AFTER_STEP_NRMSE,
+    GRAD_NRMSE,
+    NO_DROPOUT,
+    PARITY,
+    fixture_classifier,
+    keyed_variables,
+    loss_and_gradients,
+)
 
 
 @pytest.mark.parametrize("size", ["tiny", "small"])
 def test_one_training_step_equals_the_reference(size):
     golden = load_file(str(fixture_path(f"{size}_train.safetensors")))
-    model = _classifier(size, **NO_DROPOUT)
-    logits, loss, variables, grads = _loss_and_gradients(model, golden)
+    model = fixture_classifier(size, **NO_DROPOUT)
+    logits, loss, variables, grads = loss_and_gradients(model, golden)
     assert nrmse(logits, golden["logits"]) <= PARITY
     np.testing.assert_allclose(float(loss), golden["loss"][0], rtol=1e-6)
 
@@ -94,7 +65,7 @@ def test_one_training_step_equals_the_reference(size):
 def test_dropout_and_drop_path_act_in_training_only():
     golden = load_file(str(fixture_path("tiny_train.safetensors")))
     x = golden["raw_uv"]
-    model = _classifier("tiny")  # the reference's defaults: 0.1, 0.1, (0.5, 0.3)
+    model = fixture_classifier("tiny")  # the reference's defaults: 0.1, 0.1, (0.5, 0.3)
     assert (model.encoder.dropout, model.encoder.drop_path, model.head_dropout) == (
         0.1,
         0.1,
@@ -121,7 +92,7 @@ def test_drop_path_drops_whole_examples_and_keeps_the_mean():
 
 
 def test_dropout_options_are_saved_in_keras_files(tmp_path):
-    model = eegdino_tf.build_classifier(
+    model = eegdino_tf.buildfixture_classifier(
         "small", num_classes=3, depth=1, dropout=0.2, drop_path=0.05, head_dropout=(0.4, 0.1)
     )
     model.save(tmp_path / "m.keras")
@@ -139,7 +110,7 @@ def test_bad_dropout_rates_name_the_option():
     with pytest.raises(eegdino_tf.ConfigError, match=r"drop_path=1\.0"):
         eegdino_tf.build_encoder("small", depth=1, drop_path=1.0)
     with pytest.raises(eegdino_tf.ConfigError, match="head_dropout needs 2 rates"):
-        eegdino_tf.build_classifier("small", depth=1, head_dropout=(0.5,))
+        eegdino_tf.buildfixture_classifier("small", depth=1, head_dropout=(0.5,))
 
 
 #: Gradient NRMSE of a half-precision step against float32's, all weights concatenated, on
@@ -152,14 +123,17 @@ HALF_GRAD_NRMSE = {"mixed_float16": 1e-2, "mixed_bfloat16": 5e-2}
 def test_half_precision_step_is_finite_and_close_to_float32(precision):
     golden = load_file(str(fixture_path("tiny_train.safetensors")))
     reference = np.concatenate(
-        [np.ravel(g) for g in _loss_and_gradients(_classifier("tiny", **NO_DROPOUT), golden)[3]]
+        [
+            np.ravel(g)
+            for g in loss_and_gradients(fixture_classifier("tiny", **NO_DROPOUT), golden)[3]
+        ]
     )
-    model = _classifier("tiny", precision=precision, **NO_DROPOUT)
+    model = fixture_classifier("tiny", precision=precision, **NO_DROPOUT)
     optimizer = keras.optimizers.AdamW(1e-3, weight_decay=0.05)
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(True))
-    variables = [v for _, v, _ in _keyed_variables(model)]
+    variables = [v for _, v, _ in keyed_variables(model)]
     with tf.GradientTape() as tape:
         logits = model(golden["raw_uv"], training=True)
         loss = model.loss(golden["labels"], logits)

@@ -12,8 +12,6 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import TINY, load_io, nrmse
-from hostile import outcome
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
@@ -24,6 +22,8 @@ from eegdino_tf import weights as W
 from eegdino_tf.cli import main
 from eegdino_tf.config import MAX_DEPTH, PRESETS, EEGDinoConfig
 from eegdino_tf.errors import ConfigError, EEGDinoError, WeightsError
+from tests.helpers import TINY, load_io, nrmse
+from tests.helpers.hostile import outcome
 
 TINY_ENCODER = TINY / "tiny_encoder.safetensors"
 TINY_CLASSIFIER = TINY / "tiny_classifier.safetensors"
