@@ -7,7 +7,8 @@ channels picked and ordered, microvolts, 200 Hz, ``window`` seconds each.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import tensorflow as tf
 from eegdino_tf.config import SAMPLING_RATE
 from eegdino_tf.errors import RecordingError
 from eegdino_tf.io import open_recording
+from eegdino_tf.io.windows import seconds_to_samples
 
 
 def window_dataset(
@@ -43,32 +45,70 @@ def window_dataset(
     if not recordings:
         raise RecordingError("window_dataset needs at least one source")
     # Raises if a recording is shorter than a window or the window is invalid.
-    count = sum(len(r.window_starts(window, stride, pad_tail)) for r in recordings)
-    known_length = tf.data.experimental.assert_cardinality(count)
-    n_channels = len(recordings[0].channels)
-    x_spec = tf.TensorSpec([n_channels, round(float(window) * SAMPLING_RATE)], tf.float32)
+    starts = [r.window_starts(window, stride, pad_tail) for r in recordings]
+    label_spec = None
     if labels is None:
+        label_array = np.full(len(recordings), None)
+    else:
+        label_array = np.asarray(labels)
+        if label_array.ndim == 0 or len(label_array) != len(recordings):
+            raise RecordingError(
+                f"labels must give one label per source ({len(recordings)}), got shape "
+                f"{label_array.shape}"
+            )
+        dtype = tf.string if label_array.dtype.kind in "OSU" else tf.as_dtype(label_array.dtype)
+        label_spec = tf.TensorSpec(label_array.shape[1:], dtype)
+    plan = [
+        (lambda r=r: r, [(int(s), label) for s in ss])
+        for r, ss, label in zip(recordings, starts, label_array, strict=True)
+    ]
+    return planned_dataset(
+        plan,
+        n_channels=len(recordings[0].channels),
+        window=window,
+        stride=stride,
+        pad_tail=pad_tail,
+        label_spec=label_spec,
+    )
 
-        def windows():
-            for recording in recordings:
-                for _, x in recording.windows(window, stride, pad_tail):
-                    yield x
 
-        return tf.data.Dataset.from_generator(windows, output_signature=x_spec).apply(known_length)
+def planned_dataset(
+    plan: Sequence[tuple[Callable[[], Any], Sequence[tuple[int, Any]]]],
+    *,
+    n_channels: int,
+    window: float = 10,
+    stride: float | None = None,
+    pad_tail: bool = False,
+    label_spec: tf.TensorSpec | None = None,
+) -> tf.data.Dataset:
+    """The windows a plan lists, in its order: ``x`` float32 ``[n_channels, window * 200]``, or
+    ``(x, label)`` with ``label_spec``.
 
-    label_array = np.asarray(labels)
-    if label_array.ndim == 0 or len(label_array) != len(recordings):
-        raise RecordingError(
-            f"labels must give one label per source ({len(recordings)}), got shape "
-            f"{label_array.shape}"
-        )
-    dtype = tf.string if label_array.dtype.kind in "OSU" else tf.as_dtype(label_array.dtype)
-    y_spec = tf.TensorSpec(label_array.shape[1:], dtype)
+    ``plan`` holds, per recording, a function that opens it (a
+    :class:`~eegdino_tf.io.sources.Recording`; called once per pass) and its wanted
+    ``(start sample, label)`` pairs, sorted by start; a start listed twice (overlapping events)
+    gives its window once per label. The starts must be among those of
+    ``recording.window_starts(window, stride, pad_tail)``.
+    """
+    size = seconds_to_samples(window, "window", whole_seconds=True)
+    x_spec = tf.TensorSpec([n_channels, size], tf.float32)
+    count = sum(len(wanted) for _, wanted in plan)
 
-    def labelled():
-        for recording, label in zip(recordings, label_array, strict=True):
-            for _, x in recording.windows(window, stride, pad_tail):
-                yield x, label
+    def generate() -> Iterator[Any]:
+        for opener, wanted in plan:
+            if not wanted:
+                continue
+            labels: dict[int, list[Any]] = defaultdict(list)
+            for start, label in wanted:
+                labels[start].append(label)
+            last = max(labels)
+            for start_s, x in opener().windows(window, stride, pad_tail):
+                start = round(start_s * SAMPLING_RATE)
+                for label in labels.get(start, ()):
+                    yield x if label_spec is None else (x, label)
+                if start >= last:
+                    break
 
-    dataset = tf.data.Dataset.from_generator(labelled, output_signature=(x_spec, y_spec))
-    return dataset.apply(known_length)
+    spec = x_spec if label_spec is None else (x_spec, label_spec)
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=spec)
+    return dataset.apply(tf.data.experimental.assert_cardinality(count))

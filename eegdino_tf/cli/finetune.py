@@ -1,5 +1,5 @@
 """``eegdino-tf finetune MANIFEST.csv --weights W --output DIR``: labelled recordings in, a
-fine-tuned classifier out; the logic is :func:`eegdino_tf.finetune_run.finetune_recordings`."""
+fine-tuned classifier out; the logic is :func:`eegdino_tf.finetune.finetune_recordings`."""
 
 from __future__ import annotations
 
@@ -63,25 +63,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from eegdino_tf.finetune_run import METRICS, finetune_recordings
+    from eegdino_tf.finetune import METRICS, FinetuneSettings, finetune_recordings
 
-    result = finetune_recordings(
-        args.manifest,
-        args.weights,
-        args.output_dir,
+    settings = FinetuneSettings.of(
         epochs=args.epochs,
         batch_size=args.batch_size,
         split_by=args.split_by,
         val_fraction=args.val_fraction,
         patience=args.patience,
-        resume=args.resume,
-        force=args.force,
         seed=args.seed,
         channels=args.channels,
         window=args.window,
         stride=args.stride,
         verbose=1 if sys.stdout.isatty() else 2,
         **model_options(args),
+    )
+    result = finetune_recordings(
+        args.manifest,
+        args.weights,
+        args.output_dir,
+        settings,
+        resume=args.resume,
+        force=args.force,
     )
     metrics = result["metrics"]
     best = metrics["best"]

@@ -75,6 +75,22 @@ def seconds_to_samples(seconds: float, what: str, *, whole_seconds: bool) -> int
     return round(count)
 
 
+def event_window_starts(
+    starts: np.ndarray, start_s: float, end_s: float, window: float = 10
+) -> np.ndarray:
+    """The window starts (200 Hz samples, ``[W]`` int64) among ``starts`` whose whole window lies
+    inside the event ``[start_s, end_s]`` seconds; an error if none does."""
+    size = seconds_to_samples(window, "window", whole_seconds=True)
+    first, last = round(start_s * SAMPLING_RATE), round(end_s * SAMPLING_RATE)
+    inside = starts[(starts >= first) & (starts + size <= last)]
+    if not len(inside):
+        raise RecordingError(
+            f"the event [{start_s:g}, {end_s:g}] s holds no whole window of window={window:g} s; "
+            "use a shorter window"
+        )
+    return inside
+
+
 @dataclasses.dataclass(frozen=True)
 class Stream:
     """Channels of a recording that share one native rate, read and resampled together.

@@ -38,7 +38,7 @@ def test_layerwise_adamw_step_equals_torch_adamw():
 
 
 def test_recipe_scales_rates_by_depth_and_skips_decay_on_norms_biases_and_token():
-    model = eegdino_tf.loadfixture_classifier(
+    model = eegdino_tf.load_classifier(
         fixture_path("tiny_classifier.safetensors"), **OVERRIDES["tiny"]
     )
     optimizer = finetune_optimizer(

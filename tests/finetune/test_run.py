@@ -11,8 +11,15 @@ import pytest
 
 import eegdino_tf
 from eegdino_tf.errors import EEGDinoError, RecordingError
-from eegdino_tf.finetune import FinetuneRecipe
-from eegdino_tf.finetune_run import METRICS, finetune_recordings, read_manifest, split_rows
+from eegdino_tf.finetune import (
+    METRICS,
+    FinetuneRecipe,
+    finetune_recordings,
+    label_mapping,
+    plan_windows,
+    read_manifest,
+    split_rows,
+)
 from eegdino_tf.io import STANDARD_CHANNELS
 from tests.helpers import OVERRIDES, fixture_path
 from tests.helpers.recordings import rhythm_recording, write_edf
@@ -90,8 +97,6 @@ def test_split_by_subject_keeps_each_subject_on_one_side(manifest):
 
 
 def test_events_are_cut_into_the_windows_inside_them(recordings, tmp_path):
-    from eegdino_tf.finetune_run import label_mapping, plan_windows
-
     folder, files = recordings
     lines = ["path,start_s,end_s,label", f"{files[0][0]},0,10,a", f"{files[0][0]},5,20,b"]
     rows = read_manifest(write_manifest(folder, lines, "events.csv"))
@@ -182,7 +187,7 @@ def test_cli_finetunes_and_reports_a_bad_manifest_in_one_line(manifest, tmp_path
 
 
 def test_an_interrupted_run_resumes_from_its_last_finished_epoch(manifest, tmp_path, monkeypatch):
-    from eegdino_tf import finetune_run
+    from eegdino_tf.finetune import run as finetune_run
 
     real, calls = finetune_run.heldout_metrics, []
 
