@@ -173,7 +173,13 @@ class EEGDinoConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EEGDinoConfig:
-        data = {k: v for k, v in data.items() if k != "name"}  # older configs stored it
+        """The config :meth:`to_dict` wrote: every field, no other key (else a ConfigError)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        if set(data) != set(names):
+            raise ConfigError(
+                f"a config holds exactly the fields {names}; unknown "
+                f"{sorted(set(data) - set(names))}, missing {sorted(set(names) - set(data))}"
+            )
         return cls(**data)
 
 

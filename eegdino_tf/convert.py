@@ -3,29 +3,22 @@
 :func:`convert_checkpoint` (``eegdino-tf convert model_EEG_DINO_S.pt
 eeg_dino_small.safetensors`` on the command line) reads the checkpoint with
 the pickle-free reader in :mod:`eegdino_tf.checkpoint`, keeps the student encoder (and a
-finetuned head, if any) under the released key names, drops pretraining-only state, and
-writes the file atomically with its detected shape and provenance in the metadata.
+finetuned head, if any), drops pretraining-only state, and writes it in any layout of
+:data:`eegdino_tf.layouts.LAYOUTS` (the released names by default) through
+:func:`eegdino_tf.weights.write_weights`, with its shape and provenance in the metadata.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import os
 from pathlib import Path
 
-import numpy as np
-from safetensors.numpy import save_file
-
-from eegdino_tf import __version__
 from eegdino_tf import weights as W
 from eegdino_tf.config import EEGDinoConfig
-from eegdino_tf.errors import ConfigError, WeightsError
-from eegdino_tf.files import atomic_output
-
-#: Output layouts: the released key names, or the eegdino-rs converter's layout.
-LAYOUTS = ("released", "rs")
+from eegdino_tf.errors import WeightsError
+from eegdino_tf.layouts import get_layout
 
 #: The released checkpoints and the names ``--all`` gives their conversions.
 RELEASED_FILES = {
@@ -42,7 +35,7 @@ class ConversionReport:
     Attributes:
         source: the checkpoint read.
         output: the safetensors file written.
-        layout: the layout written (``"released"`` or ``"rs"``).
+        layout: the layout written (a name of :data:`eegdino_tf.layouts.NAMES`).
         source_layout: the layout detected in the checkpoint (e.g. ``"pretraining"``).
         config: the model shape read off the tensors (``config.name`` is the size).
         has_head: whether a finetuned classification head was kept.
@@ -81,14 +74,6 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def convert_checkpoint(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -99,34 +84,25 @@ def convert_checkpoint(
     """Convert one checkpoint to a float32 safetensors file; see the module doc.
 
     ``input_path`` is a ``torch.save`` checkpoint (``.pt``/``.pth``) or any weight file
-    :func:`eegdino_tf.weights.read_tensors` reads. ``layout="rs"`` writes the eegdino-rs
-    layout (encoder only). An existing output is an error unless ``force`` is true; the
-    output is written atomically.
+    :func:`eegdino_tf.weights.read_tensors` reads; ``layout`` is any of
+    :data:`eegdino_tf.layouts.NAMES` (``"eegdino-rs"`` and ``"pretraining"`` hold an encoder
+    alone, ``"finetuning"`` and ``"braindecode"`` need a head). An existing output is an
+    error unless ``force`` is true; the output is written atomically.
     """
-    if layout not in LAYOUTS:
-        raise ConfigError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+    layout = get_layout(layout).name
     source, output = Path(input_path), Path(output_path)
-    normalized = W.normalize_state_dict(W.read_tensors(source))
-    config, _ = W.infer_shape(normalized.tensors)  # no group count needed to convert
-    if layout == "rs" and normalized.has_head:
-        raise WeightsError(
-            f"{source} holds a classification head, but the rs layout is defined for the "
-            "encoder only; convert it with layout='released'"
-        )
-    tensors = normalized.tensors if layout == "released" else W.to_rs_layout(normalized.tensors)
-    tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
-    metadata = {
-        "size": config.name,
-        "layers": str(config.depth),
-        "embed_dim": str(config.embed_dim),
-        "has_head": str(normalized.has_head).lower(),
-        "layout": layout,
-        "source": source.name,
-        "source_sha256": _sha256(source),
-        "converter": f"eegdino-tf {__version__}",
-    }
-    with atomic_output(output, force=force) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    normalized = W.read_weights(source)
+    # No group count is needed to convert: one the source's metadata records is kept.
+    config, groups = W.infer_shape(normalized.tensors, **normalized.saved)
+    written = W.write_weights(
+        output,
+        normalized.tensors,
+        config,
+        layout=layout,
+        norm_groups_known=groups is not None,
+        source=source,
+        force=force,
+    )
     return ConversionReport(
         source=source,
         output=output,
@@ -134,7 +110,7 @@ def convert_checkpoint(
         source_layout=normalized.layout,
         config=config,
         has_head=normalized.has_head,
-        kept=len(tensors),
+        kept=len(written),
         dropped=dict(normalized.dropped),
     )
 

@@ -4,15 +4,19 @@ Three steps, kept apart as in keras-hub's converters:
 
 1. :func:`read_tensors` reads a ``.safetensors`` file (or a ``.pt`` checkpoint, through the
    torch-free reader in :mod:`eegdino_tf.checkpoint`) into NumPy arrays.
-2. :func:`normalize_state_dict` renames every layout users hold (released names with or
-   without ``module.student.`` / ``encoder.``, braindecode's ``final_layer.*`` head, the
-   eegdino-rs layout) to the released names in PyTorch layout, and sets aside the entries
-   that inference never uses (teacher, projector, loss state, ``relative_position_index``).
-   :func:`infer_config` reads the model's shape off those tensors.
+2. :func:`normalize_state_dict` recognises the file's layout (one of the registry
+   :data:`eegdino_tf.layouts.LAYOUTS`), renames its keys to the released names in PyTorch
+   layout, and sets aside the entries that inference never uses (teacher, projector, loss
+   state, ``relative_position_index``). :func:`infer_config` reads the model's shape off
+   those tensors; what they cannot tell comes from the metadata eegdino-tf wrote, if any
+   (:func:`read_weights` does steps 1 and 2 with the metadata).
 3. :func:`encoder_weight_map` / :func:`head_weight_map` pair each released key with its Keras
    variable and a small layout hook (``[out, in] -> [in, out]`` for a Linear, ``OIHW -> HWIO``
    for a Conv2d); :func:`assign_weights` fills every variable exactly once and fails on a
    missing key, an unexpected key or a wrong shape.
+4. :func:`write_weights` (behind :func:`save_weights` and :mod:`eegdino_tf.convert`) writes
+   released-name tensors in any layout, with the one metadata schema :func:`read_metadata`
+   reads back.
 
 The key map of every layout is in ``docs/architecture.md``, "Weights".
 """
@@ -20,6 +24,7 @@ The key map of every layout is in ``docs/architecture.md``, "Weights".
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -40,6 +45,7 @@ from eegdino_tf.config import (
     preset_norm_groups,
 )
 from eegdino_tf.errors import ConfigError, WeightsError
+from eegdino_tf.layouts import HEAD_KEY, detect_layout, get_layout
 
 # ---------------------------------------------------------------------------------------------
 # 1. Reading
@@ -70,7 +76,18 @@ SAFETENSORS_DTYPES = {
 
 def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """All tensors of a ``.safetensors`` file or a ``torch.save`` checkpoint, as NumPy."""
-    path = Path(path)
+    return _read(Path(path))[0]
+
+
+def read_weights(path: str | os.PathLike) -> NormalizedWeights:
+    """A weight file's tensors under the released names (:func:`normalize_state_dict`), with
+    the metadata eegdino-tf wrote into it, if any (:func:`read_metadata`)."""
+    tensors, strings = _read(Path(path))
+    return normalize_state_dict(tensors, read_metadata(path, strings))
+
+
+def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str] | None]:
+    """The tensors of a weight file and its safetensors metadata (None for a ``.pt``)."""
     if not path.exists():
         raise WeightsError(f"weight file not found: {path}")
     if path.is_dir():
@@ -78,16 +95,17 @@ def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if path.suffix.lower() in TORCH_SUFFIXES:
         from eegdino_tf.checkpoint import read_state_dict
 
-        return read_state_dict(path)
+        return read_state_dict(path), None
     try:
         return _read_safetensors(path)
     except OSError as err:
         raise WeightsError(f"cannot read {path}: {err.strerror or err}") from None
 
 
-def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str] | None]:
     """The tensors of a safetensors file whose header the safetensors library validated
-    (offsets in range, contiguous, sized by shape and dtype), read from their offsets."""
+    (offsets in range, contiguous, sized by shape and dtype), read from their offsets; and
+    the header's metadata."""
     import ml_dtypes
     from safetensors import SafetensorError, safe_open
 
@@ -101,7 +119,7 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
         except (SafetensorError, OSError, ValueError) as err:
             raise _unreadable(path, str(err).splitlines()[0] if str(err) else "") from None
         header = json.loads(handle.read(size))
-        header.pop("__metadata__", None)
+        metadata = header.pop("__metadata__", None)
         tensors = {}
         for key, entry in header.items():
             name = SAFETENSORS_DTYPES.get(entry["dtype"])
@@ -119,7 +137,7 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
             ):
                 raise _unreadable(path, f"tensor {key!r} changed while it was read")
             tensors[key] = np.frombuffer(data, dtype).reshape(entry["shape"])
-    return tensors
+    return tensors, metadata
 
 
 def _unreadable(path: Path, reason: str) -> WeightsError:
@@ -156,31 +174,6 @@ def _other_format(path: Path) -> str | None:
 # 2. Layouts
 # ---------------------------------------------------------------------------------------------
 
-#: Head keys in the original finetuning layout, and braindecode's names for them.
-BRAINDECODE_HEAD = {
-    "final_layer.token_proj.0.": "full_linear.",
-    "final_layer.time_proj.0.": "channel_linear.",
-    "final_layer.classifier.": "classifier.",
-}
-HEAD_KEY = re.compile(r"^(full_linear|channel_linear|classifier\.[036])\.(weight|bias)$")
-
-#: eegdino-rs renames (applied to the key after the encoder prefix).
-RS_RENAMES = {
-    "patch_embedding.proj_in.conv1.": "patch_embedding.proj_in.0.",
-    "patch_embedding.proj_in.norm1.": "patch_embedding.proj_in.1.",
-    "patch_embedding.proj_in.conv2.": "patch_embedding.proj_in.3.",
-    "patch_embedding.proj_in.norm2.": "patch_embedding.proj_in.4.",
-    "patch_embedding.proj_in.conv3.": "patch_embedding.proj_in.6.",
-    "patch_embedding.proj_in.norm3.": "patch_embedding.proj_in.7.",
-    "patch_embedding.time_encoding.": "patch_embedding.time_encoding.0.",
-    "patch_embedding.spectral_proj.": "patch_embedding.spectral_proj.0.",
-}
-#: Released-name keys whose 2-D weight eegdino-rs stores transposed (``[in, out]``).
-RS_TRANSPOSED = re.compile(
-    r"^(patch_embedding\.(spectral_proj\.0|channel_embedding)"
-    r"|encoder_layers\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2))\.weight$"
-)
-
 #: Entries inference never uses, with the reason reported when they are dropped.
 IGNORED = (
     (re.compile(r"relative_position_index$"), "unused relative_position_index buffer"),
@@ -196,20 +189,27 @@ class NormalizedWeights:
 
     Attributes:
         tensors: encoder keys (no prefix) and, if present, head keys (``full_linear.*``...).
-        layout: what was detected: ``"released"``, ``"pretraining"``, ``"finetuning"``,
-            ``"braindecode"`` or ``"eegdino-rs"``.
+        layout: the name of the layout detected (:data:`eegdino_tf.layouts.NAMES`).
         dropped: keys set aside, each with the reason.
         source_keys: canonical key -> the key as it appeared in the file (for messages).
+        metadata: what eegdino-tf wrote into the file (:func:`read_metadata`), if it did.
     """
 
     tensors: dict[str, np.ndarray]
     layout: str
     dropped: dict[str, str]
     source_keys: dict[str, str]
+    metadata: Metadata | None = None
 
     @property
     def has_head(self) -> bool:
         return any(HEAD_KEY.match(k) for k in self.tensors)
+
+    @property
+    def saved(self) -> dict[str, Any]:
+        """The config fields the tensors cannot tell, as the file's metadata records them;
+        pass ``saved | overrides`` to :func:`infer_config`."""
+        return {} if self.metadata is None else self.metadata.untold()
 
     def encoder_tensors(self) -> dict[str, np.ndarray]:
         return {k: v for k, v in self.tensors.items() if not HEAD_KEY.match(k)}
@@ -234,53 +234,31 @@ def _encoder_prefix(keys: list[str]) -> str:
     raise WeightsError(f"several encoders in one file (prefixes {candidates}); keep one")
 
 
-def normalize_state_dict(tensors: dict[str, np.ndarray]) -> NormalizedWeights:
-    """Rename any supported layout to released names in PyTorch layout (see module doc)."""
+def normalize_state_dict(
+    tensors: dict[str, np.ndarray], metadata: Metadata | None = None
+) -> NormalizedWeights:
+    """Rename any layout of the registry to released names in PyTorch layout (module doc).
+
+    The encoder keys lose whatever prefix precedes ``global_tokens`` (``module.student.``,
+    ``encoder.``, ...), then the detected layout maps every key to its released name.
+    """
     prefix = _encoder_prefix(list(tensors))
-    is_rs = any(".proj_in.conv1." in k for k in tensors)
-    layout = "eegdino-rs" if is_rs else "released"
-    if prefix.startswith("module.student."):
-        layout = "pretraining"
+    layout = detect_layout(prefix, tensors.keys())
     out: dict[str, np.ndarray] = {}
     source: dict[str, str] = {}
     dropped: dict[str, str] = {}
     for key, value in tensors.items():
         reason = next((why for pattern, why in IGNORED if pattern.search(key)), None)
-        name = key
-        for old, new in BRAINDECODE_HEAD.items():
-            if key.startswith(old):
-                name, layout = new + key[len(old) :], "braindecode"
-        if HEAD_KEY.match(name):
-            if prefix == "encoder." and layout == "released":
-                layout = "finetuning"
-        elif key.startswith(prefix) and reason is None:
-            name = key[len(prefix) :]
-            for old, new in RS_RENAMES.items():
-                if is_rs and name.startswith(old):
-                    name = new + name[len(old) :]
-            if is_rs and RS_TRANSPOSED.match(name) and np.ndim(value) == 2:
-                value = np.ascontiguousarray(np.transpose(value))
-        elif reason is not None:
-            dropped[key] = reason
-            continue
+        name, released = layout.to_released(key.removeprefix(prefix), value)
+        if not HEAD_KEY.match(name) and not (key.startswith(prefix) and reason is None):
+            if reason is not None:
+                dropped[key] = reason
+                continue
+            name, released = key, value  # kept as it is, to fail as an unexpected key
         if name in out:
             raise WeightsError(f"keys {source[name]!r} and {key!r} both map to {name!r}")
-        out[name], source[name] = value, key
-    return NormalizedWeights(out, layout, dropped, source)
-
-
-def to_rs_layout(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Released encoder names (PyTorch layout) -> the eegdino-rs converter layout."""
-    out = {}
-    for key, value in tensors.items():
-        name = key
-        if RS_TRANSPOSED.match(key) and np.ndim(value) == 2:
-            value = np.ascontiguousarray(np.transpose(value))
-        for rs_name, released in RS_RENAMES.items():
-            if name.startswith(released):
-                name = rs_name + name[len(released) :]
-        out[name] = value
-    return out
+        out[name], source[name] = released, key
+    return NormalizedWeights(out, layout.name, dropped, source, metadata)
 
 
 def infer_config(tensors: dict[str, np.ndarray], **overrides: Any) -> EEGDinoConfig:
@@ -374,13 +352,14 @@ def describe_weights(
 ) -> dict[str, Any]:
     """Layout, size, shape, parameter count and head of a weight file, without building it.
 
-    ``overrides`` are config fields the tensors cannot tell (``norm_groups``, ``num_heads``).
-    The tensors are checked as the loaders check them (:func:`validate_weights`). Where the
+    ``overrides`` are config fields the tensors cannot tell (``norm_groups``, ``num_heads``);
+    they win over what the file's metadata records (:attr:`NormalizedWeights.saved`). The
+    tensors are checked as the loaders check them (:func:`validate_weights`). Where the
     group count is unknown (no released size has this shape and no ``norm_groups``), the
     returned ``config["norm_groups"]`` is None and ``"norm_groups_unknown"`` says what to pass.
     """
-    normalized = normalize_state_dict(read_tensors(path))
-    config, groups = infer_shape(normalized.tensors, **overrides)
+    normalized = read_weights(path)
+    config, groups = infer_shape(normalized.tensors, **(normalized.saved | overrides))
     head = normalized.has_head
     classes = num_classes(normalized) if head else None
     validate_weights(normalized, config, num_classes=classes, check_finite=check_weights)
@@ -603,43 +582,146 @@ def assign_weights(
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. Writing back out
+# 4. Writing back out, and the metadata
 # ---------------------------------------------------------------------------------------------
 
-#: Layouts :func:`save_weights` writes: the original finetuning code's (``encoder.*`` and the
-#: head), braindecode ``EEGDINO``'s (un-prefixed encoder, ``final_layer.*`` head), and the
-#: released encoder alone.
-SAVE_LAYOUTS = ("finetuning", "braindecode", "released")
+#: Config fields a file's tensors cannot tell; the metadata eegdino-tf writes records them.
+UNTOLD = ("num_heads", "norm_groups", "input_scale")
+#: The one metadata schema (all values strings, as safetensors stores them); ``source`` and
+#: ``source_sha256`` only in a conversion's output.
+METADATA_KEYS = ("writer", "layout", "size", "config", "has_head", "source", "source_sha256")
 
 
-def model_tensors(model: Any, layout: str = "finetuning") -> dict[str, np.ndarray]:
-    """Every weight of a Keras encoder or classifier as float32 PyTorch-layout tensors under
-    ``layout``'s key names (:data:`SAVE_LAYOUTS`); the inverse of loading."""
-    if layout not in SAVE_LAYOUTS:
-        raise WeightsError(f"unknown layout {layout!r}; choose one of {SAVE_LAYOUTS}")
-    head = getattr(model, "head", None)
-    encoder = model.encoder if head is not None else model
-    if layout != "released" and head is None:
+@dataclasses.dataclass(frozen=True)
+class Metadata:
+    """What eegdino-tf writes into a safetensors file (:func:`write_weights`).
+
+    Attributes:
+        layout: the layout written (a name of :data:`eegdino_tf.layouts.NAMES`).
+        config: :meth:`EEGDinoConfig.to_dict` of the model; ``norm_groups`` None when the
+            writer did not know it (a conversion of a shape no released size has).
+        has_head: whether the file holds a classification head.
+        writer: ``"eegdino-tf <version>"``.
+        source, source_sha256: the file a conversion read, and its SHA-256.
+    """
+
+    layout: str
+    config: dict[str, Any]
+    has_head: bool
+    writer: str
+    source: str | None = None
+    source_sha256: str | None = None
+
+    @property
+    def size(self) -> str:
+        if self.config["norm_groups"] is None:
+            return "custom"
+        return EEGDinoConfig.from_dict(self.config).name
+
+    def untold(self) -> dict[str, Any]:
+        """The :data:`UNTOLD` fields this file records (``norm_groups`` only where known)."""
+        return {k: self.config[k] for k in UNTOLD if self.config[k] is not None}
+
+    def strings(self) -> dict[str, str]:
+        """The safetensors metadata (string -> string) of :data:`METADATA_KEYS`."""
+        values = {
+            "writer": self.writer,
+            "layout": self.layout,
+            "size": self.size,
+            "config": json.dumps(self.config),
+            "has_head": str(self.has_head).lower(),
+            "source": self.source,
+            "source_sha256": self.source_sha256,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
+def read_metadata(path: str | os.PathLike, strings: dict[str, str] | None) -> Metadata | None:
+    """The :class:`Metadata` in a file's safetensors metadata ``strings``; None where
+    eegdino-tf did not write it (no ``config`` by an ``eegdino-tf`` writer). A config that
+    is not one raises :class:`WeightsError` naming the file."""
+    if (
+        not strings
+        or "config" not in strings
+        or not strings.get("writer", "").startswith("eegdino-tf ")
+    ):
+        return None
+    try:
+        config = json.loads(strings["config"])
+        groups = config["norm_groups"]
+        EEGDinoConfig.from_dict({**config, "norm_groups": 1 if groups is None else groups})
+        has_head = {"true": True, "false": False}[strings.get("has_head", "")]
+        layout = get_layout(strings.get("layout", "")).name
+    except (ValueError, TypeError, KeyError) as err:  # ConfigError is a ValueError
         raise WeightsError(
-            f"the {layout} layout holds a classifier (encoder + head), and this model is an "
-            "encoder; save it with layout='released'"
-        )
-    prefix = "encoder." if layout == "finetuning" else ""
-    pairs = [(prefix + key, v, p) for key, v, p in encoder_weight_map(encoder)]
-    if layout != "released":
-        renames = {ours: theirs for theirs, ours in BRAINDECODE_HEAD.items()}
-        for key, variable, permutation in head_weight_map(head):
-            if layout == "braindecode":
-                ours = next(o for o in renames if key.startswith(o))
-                key = renames[ours] + key[len(ours) :]
-            pairs.append((key, variable, permutation))
+            f"{path}: the metadata eegdino-tf wrote is damaged (config {strings['config'][:200]!r}"
+            f", layout {strings.get('layout')!r}, has_head {strings.get('has_head')!r}): "
+            f"{err}; remove the metadata or rewrite the file"
+        ) from None
+    source = {k: strings.get(k) for k in ("source", "source_sha256")}
+    return Metadata(layout, config, has_head, strings["writer"], **source)
+
+
+def released_tensors(model: Any) -> dict[str, np.ndarray]:
+    """Every weight of a Keras encoder or classifier as a float32 PyTorch-layout tensor under
+    its released name (the head's as ``full_linear.*``...); the inverse of loading."""
+    head = getattr(model, "head", None)
+    pairs = list(encoder_weight_map(model.encoder if head is not None else model))
+    if head is not None:
+        pairs += head_weight_map(head)
     tensors = {}
     for key, variable, permutation in pairs:
         value = np.asarray(variable.numpy(), dtype=np.float32)
-        if permutation is not None:  # the Keras layout back to PyTorch's
+        if permutation is not AS_IS:  # the Keras layout back to PyTorch's
             value = value.transpose(np.argsort(permutation))
         tensors[key] = np.ascontiguousarray(value)
     return tensors
+
+
+def write_weights(
+    path: str | os.PathLike,
+    tensors: dict[str, np.ndarray],
+    config: EEGDinoConfig,
+    *,
+    layout: str = "released",
+    norm_groups_known: bool = True,
+    source: Path | None = None,
+    force: bool = False,
+) -> dict[str, np.ndarray]:
+    """Write released-name ``tensors`` as float32 safetensors in ``layout``
+    (:data:`eegdino_tf.layouts.NAMES`), with :class:`Metadata` of ``config`` (and of the
+    ``source`` file converted). Written atomically; an existing ``path`` is an error unless
+    ``force``. Returns the tensors written, under ``layout``'s names."""
+    from safetensors.numpy import save_file
+
+    from eegdino_tf import __version__
+    from eegdino_tf.files import atomic_output
+
+    target = get_layout(layout)
+    written = target.write(tensors, str(source) if source else "this model")
+    written = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in written.items()}
+    metadata = Metadata(
+        layout=target.name,
+        config={
+            **config.to_dict(),
+            "norm_groups": config.norm_groups if norm_groups_known else None,
+        },
+        has_head=any(HEAD_KEY.match(k) for k in tensors),
+        writer=f"eegdino-tf {__version__}",
+        source=source and source.name,
+        source_sha256=source and _sha256(source),
+    )
+    with atomic_output(path, force=force) as tmp:
+        save_file(written, str(tmp), metadata=metadata.strings())
+    return written
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_weights(
@@ -651,23 +733,10 @@ def save_weights(
 ) -> Path:
     """Write a Keras encoder or classifier as a float32 ``.safetensors`` file that PyTorch
     code loads: exactly the keys, shapes and tensor layouts of ``layout``
-    (:data:`SAVE_LAYOUTS`; ``"released"`` writes the encoder alone). The shape goes in the
-    file's metadata. Written atomically; an existing ``path`` is an error unless ``force``."""
-    from safetensors.numpy import save_file
-
-    from eegdino_tf import __version__
-    from eegdino_tf.files import atomic_output
-
-    tensors = model_tensors(model, layout)
-    encoder = getattr(model, "encoder", model)
-    config = encoder.config
-    metadata = {
-        "layout": layout,
-        "size": config.name,
-        "config": json.dumps(config.to_dict()),
-        "has_head": str(layout != "released").lower(),
-        "writer": f"eegdino-tf {__version__}",
-    }
-    with atomic_output(path, force=force) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    (:data:`eegdino_tf.layouts.NAMES`; ``"finetuning"`` and ``"braindecode"`` hold a
+    classifier, ``"pretraining"`` and ``"eegdino-rs"`` an encoder, ``"released"`` either).
+    The config goes in the file's metadata, and loading reads it back. Written atomically;
+    an existing ``path`` is an error unless ``force``."""
+    config = getattr(model, "encoder", model).config
+    write_weights(path, released_tensors(model), config, layout=layout, force=force)
     return Path(path)

@@ -77,3 +77,12 @@ def test_bad_config_values_are_config_errors():
         eegdino_tf.build_encoder("small", depth=1, precision="float8")
     with pytest.raises(ConfigError, match="partial_patch must be"):
         eegdino_tf.build_encoder("small", depth=1, partial_patch="wrap")
+
+
+def test_from_dict_takes_exactly_the_fields_to_dict_writes():
+    data = PRESETS["small"].to_dict()
+    assert EEGDinoConfig.from_dict(data) == PRESETS["small"]
+    with pytest.raises(ConfigError, match=r"unknown \['name'\], missing \[\]"):
+        EEGDinoConfig.from_dict({**data, "name": "small"})  # no "older configs" path
+    with pytest.raises(ConfigError, match=r"unknown \[\], missing \['depth'\]"):
+        EEGDinoConfig.from_dict({k: v for k, v in data.items() if k != "depth"})

@@ -1,7 +1,9 @@
-"""``.pt`` -> safetensors conversion: exact tensors, provenance, CLI, and model parity."""
+"""``.pt`` -> safetensors conversion: exact tensors, provenance, and model parity."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -11,11 +13,12 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
+import safetensors.numpy
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
 import eegdino_tf
-from eegdino_tf import cli, convert
+from eegdino_tf import weights as W
 from eegdino_tf.convert import convert_all, convert_checkpoint
 from eegdino_tf.errors import CheckpointError, EEGDinoError
 from tests.helpers import CASES, OVERRIDES, TINY, nrmse
@@ -50,10 +53,13 @@ def test_pretraining_checkpoint_keeps_the_student_encoder(tmp_path):
     assert report.dropped[index_key] == "unused relative_position_index buffer"
     assert sum("teacher" in k for k in report.dropped) == 46
     meta = metadata(output)
-    assert meta["size"] == "custom" and meta["layers"] == "2" and meta["embed_dim"] == "64"
-    assert meta["has_head"] == "false" and meta["layout"] == "released"
-    assert meta["source"] == PRETRAIN.name and len(meta["source_sha256"]) == 64
-    assert meta["converter"] == f"eegdino-tf {eegdino_tf.__version__}"
+    assert meta["size"] == "custom" and meta["has_head"] == "false" and meta["layout"] == "released"
+    config = json.loads(meta["config"])
+    assert (config["embed_dim"], config["depth"], config["norm_groups"]) == (64, 2, None)
+    assert meta["source"] == PRETRAIN.name
+    assert meta["source_sha256"] == hashlib.sha256(PRETRAIN.read_bytes()).hexdigest()
+    assert meta["writer"] == f"eegdino-tf {eegdino_tf.__version__}"
+    assert set(meta) == set(W.METADATA_KEYS)  # the one schema, which save_weights writes too
 
 
 def test_finetune_checkpoint_keeps_encoder_and_head(tmp_path):
@@ -72,7 +78,7 @@ def test_rs_layout_matches_the_eegdino_rs_fixture(tmp_path):
     convert_checkpoint(PRETRAIN, output, layout="rs")
     expected = load_file(str(TINY / "tiny_encoder_rs_layout.safetensors"))
     assert_same_tensors(load_file(str(output)), expected)
-    assert metadata(output)["layout"] == "rs"
+    assert metadata(output)["layout"] == "eegdino-rs"
 
 
 def test_safetensors_input_in_rs_layout_is_rewritten_released(tmp_path):
@@ -102,6 +108,17 @@ def test_half_precision_checkpoint_is_widened_exactly(tmp_path, storage_type, dt
     assert_same_tensors(load_file(str(tmp_path / "out.safetensors")), expected)
 
 
+def test_a_conversion_keeps_the_config_of_a_file_eegdino_tf_wrote(tmp_path):
+    """The group count a file's metadata records survives conversion: the output loads
+    without norm_groups."""
+    model = eegdino_tf.load_encoder(TINY / "tiny_encoder.safetensors", norm_groups=4)
+    saved = eegdino_tf.save_weights(model, tmp_path / "saved.safetensors", layout="released")
+    report = convert_checkpoint(saved, tmp_path / "rs.safetensors", layout="eegdino-rs")
+    assert report.config == model.config and report.source_layout == "released"
+    assert json.loads(metadata(report.output)["config"]) == model.config.to_dict()
+    assert eegdino_tf.load_encoder(report.output).config == model.config
+
+
 def test_rs_layout_refuses_a_head(tmp_path):
     with pytest.raises(EEGDinoError, match="rs layout is defined for the encoder only"):
         convert_checkpoint(FINETUNE, tmp_path / "rs.safetensors", layout="rs")
@@ -128,7 +145,7 @@ def test_failed_conversion_leaves_nothing(tmp_path, monkeypatch):
         Path(path).write_bytes(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(convert, "save_file", fail_midway)
+    monkeypatch.setattr(safetensors.numpy, "save_file", fail_midway)
     with pytest.raises(OSError, match="disk full"):
         convert_checkpoint(PRETRAIN, tmp_path / "out" / "x.safetensors")
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["broken.pt", "out"]
@@ -154,41 +171,6 @@ def test_convert_all_without_released_files_lists_the_folder(tmp_path):
     (tmp_path / "other.pt").write_bytes(b"")
     with pytest.raises(EEGDinoError, match=r"none of the released checkpoints.*other\.pt"):
         convert_all(tmp_path, tmp_path / "out")
-
-
-def test_cli_prints_a_summary(tmp_path, capsys):
-    output = tmp_path / "out.safetensors"
-    assert cli.main(["convert", str(PRETRAIN), str(output)]) == 0
-    printed = capsys.readouterr().out
-    assert f"-> {output}" in printed
-    assert "kept: 45 tensors" in printed
-    assert "46 x DINO teacher network (pretraining only)" in printed
-    assert "1 x unused relative_position_index buffer" in printed
-    assert "custom-size encoder (D=64, 2 layers" in printed
-
-
-def test_cli_all(tmp_path, capsys):
-    shutil.copy(PRETRAIN, tmp_path / "model_EEG_DINO_M.pt")
-    argv = ["convert", "--all", "--input-dir", str(tmp_path), "--output-dir", str(tmp_path)]
-    assert cli.main([*argv, "--layout", "rs"]) == 0
-    assert metadata(tmp_path / "eeg_dino_medium.safetensors")["layout"] == "rs"
-    assert "eeg_dino_medium.safetensors" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["convert", str(PRETRAIN)], "give INPUT.pt OUTPUT.safetensors"),
-        (["convert", "--all", str(PRETRAIN), "x"], "not both"),
-        (["convert", str(PRETRAIN), "x", "--input-dir", "."], "go with --all"),
-        (["convert", "missing.pt", "x.safetensors"], "not found"),
-    ],
-)
-def test_cli_errors_are_one_line(argv, message, capsys):
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("eegdino-tf convert: error:") and message in err
-    assert err.count("\n") == 1
 
 
 def test_conversion_never_imports_torch(tmp_path):

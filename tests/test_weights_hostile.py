@@ -256,6 +256,29 @@ def test_a_width_without_a_released_size_needs_norm_groups(capsys):
     assert W.describe_weights(TINY_ENCODER, norm_groups=4)["norm_groups_unknown"] is None
 
 
+def test_metadata_of_another_writer_is_ignored_and_ours_damaged_is_one_error(tmp_path, tiny):
+    """Only metadata eegdino-tf wrote is read; damaged, it is a WeightsError naming the file."""
+    config = json.dumps(EEGDinoConfig(64, 2, conv_channels=(8, 8, 8), norm_groups=4).to_dict())
+    ours = {"writer": "eegdino-tf 0.1.0", "layout": "released", "has_head": "false"}
+    path = tmp_path / "w.safetensors"
+    save_file(tiny, str(path), metadata={**ours, "writer": "someone else", "config": config})
+    assert W.read_weights(path).metadata is None
+    save_file(tiny, str(path), metadata={**ours, "config": config})
+    assert W.read_weights(path).saved == {"num_heads": 8, "norm_groups": 4, "input_scale": 0.01}
+    for damage in (
+        {"config": "{not json"},
+        {"config": config.replace('"norm_groups": 4', '"norm_groups": 3')},
+        {"config": config.replace('"depth": 2, ', "")},
+        {"layout": "keras"},
+        {"has_head": "maybe"},
+    ):
+        save_file(tiny, str(path), metadata={**ours, "config": config, **damage})
+        error = outcome(lambda: eegdino_tf.load_encoder(path))
+        assert isinstance(error, WeightsError), (damage, error)
+        assert str(error).startswith(f"{path}: the metadata eegdino-tf wrote is damaged")
+        assert "\n" not in str(error)
+
+
 def _fake(config: EEGDinoConfig) -> dict[str, np.ndarray]:
     """Tensors of this shape that take no memory (for the shape inference only)."""
     return {k: np.broadcast_to(np.float32(0), s) for k, s in W.expected_shapes(config).items()}

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 from eegdino_tf.cli.options import UsageError, add_force
-from eegdino_tf.convert import LAYOUTS, RELEASED_FILES, convert_all, convert_checkpoint
+from eegdino_tf.convert import RELEASED_FILES, convert_all, convert_checkpoint
+from eegdino_tf.layouts import CHOICES, LAYOUTS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,9 +31,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--output-dir", help="with --all: folder to write to (default .)")
     parser.add_argument(
         "--layout",
-        choices=LAYOUTS,
+        choices=CHOICES,
         default="released",
-        help="key names and weight layout to write: released (default) or eegdino-rs's",
+        help="key names and weight layout to write (default released): "
+        + "; ".join(f"{x.name}, {x.description}" for x in LAYOUTS),
     )
     add_force(parser, "output")
     parser.set_defaults(func=run)

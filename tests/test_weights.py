@@ -150,15 +150,7 @@ def test_num_heads_override_changes_the_model(tmp_path):
     assert nrmse(model(io["raw_uv_b1"]).numpy(), io["tokens_b1"]) > 1e-3
 
 
-def test_rs_layout_round_trips(tiny):
-    rs = eegdino_tf.weights.to_rs_layout(tiny)
-    assert set(rs) == set(load_file(str(TINY / "tiny_encoder_rs_layout.safetensors")))
-    back = eegdino_tf.weights.normalize_state_dict(rs)
-    assert back.layout == "eegdino-rs"
-    assert all(np.array_equal(back.tensors[k], v) for k, v in tiny.items())
-
-
-@pytest.mark.parametrize("layout", eegdino_tf.weights.SAVE_LAYOUTS)
+@pytest.mark.parametrize("layout", ["finetuning", "braindecode", "released"])
 def test_save_weights_writes_exactly_what_the_loaders_read(tmp_path, layout):
     classifier = eegdino_tf.load_classifier(TINY_CLASSIFIER, norm_groups=4)
     model = classifier.encoder if layout == "released" else classifier
@@ -196,7 +188,7 @@ def test_save_weights_refuses_a_head_layout_for_an_encoder_and_overwrites_only_w
     tmp_path,
 ):
     encoder = eegdino_tf.load_encoder(TINY_CLASSIFIER, norm_groups=4)
-    with pytest.raises(eegdino_tf.WeightsError, match="save it with layout='released'"):
+    with pytest.raises(eegdino_tf.WeightsError, match="write it with layout='released'"):
         eegdino_tf.save_weights(encoder, tmp_path / "x.safetensors", layout="braindecode")
     assert not (tmp_path / "x.safetensors").exists()
     path = eegdino_tf.save_weights(encoder, tmp_path / "x.safetensors", layout="released")
@@ -223,3 +215,20 @@ def test_braindecode_loads_our_braindecode_layout_strictly(tmp_path):
     with torch.no_grad():
         theirs = reference.eval()(torch.from_numpy(x) * 0.01).numpy()  # it takes uV / 100
     assert nrmse(model.predict(x, verbose=0), theirs) < 2e-6
+
+
+def test_the_config_save_weights_writes_is_read_back(tmp_path):
+    """What the tensors cannot tell (the group count, the heads) need not be passed again for
+    a file eegdino-tf wrote; what is passed still wins."""
+    model = eegdino_tf.load_encoder(TINY_ENCODER, norm_groups=4, num_heads=16)
+    path = eegdino_tf.save_weights(model, tmp_path / "custom.safetensors", layout="released")
+    again = eegdino_tf.load_encoder(path)
+    assert again.config == model.config and again.config.num_heads == 16
+    io = load_io("tiny")
+    np.testing.assert_array_equal(again(io["raw_uv_b1"]).numpy(), model(io["raw_uv_b1"]).numpy())
+    info = eegdino_tf.weights.describe_weights(path)
+    assert info["config"]["norm_groups"] == 4 and info["norm_groups_unknown"] is None
+    assert eegdino_tf.load_encoder(path, num_heads=8).config.num_heads == 8
+    metadata = eegdino_tf.weights.read_weights(path).metadata
+    assert metadata.config == model.config.to_dict() and metadata.layout == "released"
+    assert not metadata.has_head and metadata.writer == f"eegdino-tf {eegdino_tf.__version__}"
