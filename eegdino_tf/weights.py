@@ -1,6 +1,6 @@
 """Weights: read a checkpoint, recognise its layout, infer its config, port it into Keras.
 
-Three steps, kept apart as in keras-hub's converters:
+Four steps, kept apart as in keras-hub's converters (the last undoes the first three):
 
 1. :func:`read_tensors` reads a ``.safetensors`` file (or a ``.pt`` checkpoint, through the
    torch-free reader in :mod:`eegdino_tf.checkpoint`) into NumPy arrays.
@@ -250,11 +250,12 @@ def normalize_state_dict(
     for key, value in tensors.items():
         reason = next((why for pattern, why in IGNORED if pattern.search(key)), None)
         name, released = layout.to_released(key.removeprefix(prefix), value)
-        if not HEAD_KEY.match(name) and not (key.startswith(prefix) and reason is None):
+        if not HEAD_KEY.match(name):  # a head key is kept whatever its name says
             if reason is not None:
                 dropped[key] = reason
                 continue
-            name, released = key, value  # kept as it is, to fail as an unexpected key
+            if not key.startswith(prefix):  # no encoder key: kept, to fail as unexpected
+                name, released = key, value
         if name in out:
             raise WeightsError(f"keys {source[name]!r} and {key!r} both map to {name!r}")
         out[name], source[name] = released, key
