@@ -63,8 +63,8 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
 
 def bare_runtimes() -> dict[str, str]:
     """For each precision, the runtime that times the compiled call ``predict`` makes here:
-    ``xla`` or ``graph``, as :func:`eegdino_tf.models.default_jit_compile` picks."""
-    from eegdino_tf.models import default_jit_compile
+    ``xla`` or ``graph``, as :func:`eegdino_tf.runtime.default_jit_compile` picks."""
+    from eegdino_tf.runtime import default_jit_compile
 
     return {p: "xla" if default_jit_compile(p) else "graph" for p in BENCH_PRECISIONS}
 

@@ -259,7 +259,7 @@ class SizeModels:
 
     def _export_fits(self) -> None:
         """Raise :class:`Unavailable` when an export would likely pass the memory cap."""
-        from eegdino_tf.export import CONVERSION_BYTES_PER_WEIGHT_BYTE
+        from eegdino_tf.tracing import CONVERSION_BYTES_PER_WEIGHT_BYTE
 
         weights = 4 * self.keras("float32").count_params()
         need = CONVERSION_BYTES_PER_WEIGHT_BYTE * weights / 2**20

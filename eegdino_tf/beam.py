@@ -197,7 +197,7 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
     ) -> Iterable[dict[str, np.ndarray]]:
         global _unreported_loads
         from eegdino_tf.io.encode import summarize
-        from eegdino_tf.models import padded
+        from eegdino_tf.runtime import padded
 
         with _loads_lock:
             loads, _unreported_loads = _unreported_loads, 0

@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eegdino_tf import hardware
+from eegdino_tf import tracing as T
 from eegdino_tf.config import PATCH_SIZE
-from eegdino_tf.errors import EEGDinoError, ExportError, require
+from eegdino_tf.errors import ExportError, require
 from eegdino_tf.files import atomic_output
 
 if TYPE_CHECKING:  # TensorFlow loads on first use, so ``eegdino-tf --help`` stays fast
@@ -41,25 +42,12 @@ if TYPE_CHECKING:  # TensorFlow loads on first use, so ``eegdino-tf --help`` sta
     import tensorflow as tf
 
 FORMATS = ("saved-model", "tflite", "onnx")
-#: Peak memory of a TFLite or ONNX conversion per byte of float32 weights, roughly (the
-#: converters hold several copies; measured peak RSS over the RSS before: LiteRT small 43x,
-#: medium 41x; medium's ONNX export, 132 MB of weights, peaked at 6.5 GB; large's TFLite and
-#: ONNX exports passed 13 GB).
-CONVERSION_BYTES_PER_WEIGHT_BYTE = 45
 QUANTIZATIONS = ("none", "float16", "dynamic-int8")
 #: Self-check limits on the NRMSE against Keras (``None``: measured and reported only).
 NRMSE_LIMITS = {"none": 1e-5, "float16": 5e-3, "dynamic-int8": None}
 #: Dynamic-range int8 must keep the global token (logits for a classifier) pointing the same
 #: way as float32 Keras: cosine similarity per example at least this.
 MIN_INT8_COSINE = 0.99
-#: How each format writes GELU and the attention softmax (:class:`eegdino_tf.layers.GraphForm`
-#: fields): the TFLite converter maps ``tf.nn.gelu`` to its builtin GELU, tf2onnx maps only
-#: ``Erf``; TFLite and ONNX Runtime run ``tf.nn.softmax`` as one fused kernel.
-GRAPH_FORMS = {
-    "saved-model": {"gelu": "erfc", "softmax": "op"},
-    "tflite": {"gelu": "erfc", "softmax": "op"},
-    "onnx": {"gelu": "erf", "softmax": "op"},
-}
 #: Batch of the self-check probe for artifacts with a dynamic batch (not 1, to prove it).
 PROBE_BATCH = 2
 MIN_OPSET = 17
@@ -153,13 +141,14 @@ def export_saved_model(
 
     if version < 1:
         raise ExportError(f"version must be a positive integer, got {version}")
-    spec = _input_spec(model, None, channels, samples)
+    model = T.for_format(model, "saved-model")
+    spec = T.input_spec(model, None, channels, samples)
     path = Path(output_dir) / str(version)
     with _removed_if_left_empty(Path(output_dir)), atomic_output(path, force=force) as tmp:
         module = tf.Module()
         # Track the tf.Variables under the Keras ones: TF Serving's loader finds only those.
         module.weights = [getattr(v, "value", v) for v in model.variables]
-        serve = _trace(model, spec, form=GRAPH_FORMS["saved-model"], extended=True)
+        serve = T.trace(model, spec, form=T.GRAPH_FORMS["saved-model"], extended=True)
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": serve})
         signature = tf.saved_model.load(str(tmp)).signatures["serving_default"]
 
@@ -230,9 +219,9 @@ def export_tflite(
         raise ExportError(f"unknown quantization {quantize!r}; choose one of {QUANTIZATIONS}")
     if batch < 1:
         raise ExportError(f"batch must be >= 1, got {batch}")
-    spec = _input_spec(model, batch, channels, samples)
+    spec = T.input_spec(model, batch, channels, samples)
     with atomic_output(output_path, force=force) as tmp:
-        tmp.write_bytes(tflite_flatbuffer(model, spec, quantize))
+        tmp.write_bytes(T.tflite_flatbuffer(model, spec, quantize))
 
         interpreter = litert.Interpreter(
             model_content=tmp.read_bytes(), num_threads=hardware.cpu_threads()
@@ -246,28 +235,6 @@ def export_tflite(
         return _self_check(
             "tflite", model, {runtime: run}, tmp, Path(output_path), spec, quantize, latency_calls
         )
-
-
-def tflite_flatbuffer(model: keras.Model, spec: tf.TensorSpec, quantize: str = "none") -> bytes:
-    """``model`` converted to a TFLite flatbuffer of builtin ops only, for inputs of ``spec``
-    (its batch may be None: any batch), without the NaN/Inf input check; ``quantize`` as in
-    :func:`export_tflite`."""
-    import tensorflow as tf
-
-    export_model = _without_finite_check(model)
-    serve = _frozen(_trace(export_model, spec, form=GRAPH_FORMS["tflite"]), spec)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [serve.get_concrete_function()], tf.Module()
-    )
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantize != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    with _converter_errors("TFLite"):
-        flatbuffer = converter.convert()
-    _check_builtin_ops(flatbuffer)
-    return flatbuffer
 
 
 def export_onnx(
@@ -289,11 +256,11 @@ def export_onnx(
     ort = require("onnxruntime", "export")
     if opset < MIN_OPSET:
         raise ExportError(f"opset must be >= {MIN_OPSET}, got {opset}")
-    export_model = _without_finite_check(model)
-    spec = _input_spec(export_model, None, channels, samples)
+    export_model = T.for_format(model, "onnx")
+    spec = T.input_spec(export_model, None, channels, samples)
     with atomic_output(output_path, force=force) as tmp:
-        serve = _frozen(_trace(export_model, spec, form=GRAPH_FORMS["onnx"]), spec)
-        with _converter_errors("ONNX"), _quiet("tf2onnx"):
+        serve = T.frozen(T.trace(export_model, spec, form=T.GRAPH_FORMS["onnx"]), spec)
+        with T.converter_errors("ONNX"), _quiet("tf2onnx"):
             proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset)
         for value in (*proto.graph.input, *proto.graph.output):
             value.type.tensor_type.shape.dim[0].dim_param = "batch"  # tf2onnx says "unk__N"
@@ -331,145 +298,6 @@ def probe_eeg(batch: int, channels: int, samples: int, seed: int = 0) -> Array:
     return eeg_like_signal(channels, seconds, seed=seed, batch=batch)[..., :samples]
 
 
-def tflite_operators(flatbuffer: bytes) -> dict[str, bool]:
-    """The operators a TFLite flatbuffer uses: name -> whether it is a TFLite builtin.
-
-    Flex (Select TF) and custom ops appear under their custom code, e.g. ``FlexErf``.
-    """
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
-    ops = {}
-    for code in model.operatorCodes:
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            custom = code.customCode
-            ops[custom.decode() if isinstance(custom, bytes) else str(custom)] = False
-        else:
-            ops[names.get(builtin, str(builtin))] = True
-    return ops
-
-
-# ---------------------------------------------------------------------------------------------
-# Tracing
-# ---------------------------------------------------------------------------------------------
-
-
-def _is_classifier(model: keras.Model) -> bool:
-    from eegdino_tf.models import EEGDinoClassifier
-
-    return isinstance(model, EEGDinoClassifier)
-
-
-def _input_spec(
-    model: keras.Model, batch: int | None, channels: int, samples: int
-) -> tf.TensorSpec:
-    """The ``eeg`` TensorSpec, after checking the shape fits the model."""
-    import tensorflow as tf
-
-    from eegdino_tf.layers import check_eeg_shape
-
-    check_eeg_shape((batch, channels, samples), getattr(model, "partial_patch", "error"))
-    return tf.TensorSpec([batch, channels, samples], tf.float32, name="eeg")
-
-
-def _outputs(model: keras.Model, eeg: Any, extended: bool = False) -> dict[str, tf.Tensor]:
-    """The named outputs of ``model`` on ``eeg``: the primary one, plus the SavedModel's extras
-    when ``extended``. A model of the user's own (e.g. ``Input -> encoder -> Dense``) keeps
-    its own output names and gets no extras: its outputs are not tokens."""
-    import tensorflow as tf
-
-    from eegdino_tf.models import EEGDinoEncoder
-
-    out = model(eeg, training=False)
-    if _is_classifier(model):
-        named = {"logits": out}
-        if extended:
-            named["probabilities"] = tf.nn.softmax(out, axis=-1)
-        return named
-    if isinstance(model, EEGDinoEncoder):
-        named = {"tokens": out}
-        if extended:
-            named["global_token"] = out[:, 0]
-            named["mean_token"] = tf.reduce_mean(out[:, 1:], axis=1)
-        return named
-    if isinstance(out, dict):
-        return dict(out)
-    outs = list(out) if isinstance(out, (list, tuple)) else [out]
-    names = list(getattr(model, "output_names", None) or [])
-    if len(names) != len(outs):
-        names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
-    return dict(zip(names, outs, strict=True))
-
-
-def _trace(
-    model: keras.Model, spec: tf.TensorSpec, *, form: dict[str, str], extended: bool = False
-) -> Any:
-    """A concrete function ``eeg -> {name: tensor}`` written in ``form`` (``GraphForm``
-    fields, see :data:`GRAPH_FORMS`)."""
-    import tensorflow as tf
-
-    from eegdino_tf.layers import GraphForm, graph_form
-
-    serve = tf.function(lambda eeg: _outputs(model, eeg, extended), input_signature=[spec])
-    with graph_form(GraphForm(**form)):
-        return serve.get_concrete_function()
-
-
-def _frozen(concrete: Any, spec: tf.TensorSpec) -> Any:
-    """``concrete`` with its variables and captured tensors folded into constants.
-
-    The TFLite converter of TF 2.21 keeps Keras 3 variables as uninitialised ``VAR_HANDLE``
-    ops (the model then outputs garbage), and tf2onnx turns a captured tensor into an extra
-    graph input; a frozen graph avoids both.
-    """
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
-    frozen = convert_variables_to_constants_v2(concrete)
-    structure = concrete.structured_outputs
-
-    @tf.function(input_signature=[spec])
-    def serve(eeg):
-        return tf.nest.pack_sequence_as(structure, frozen(eeg))
-
-    return serve
-
-
-def _without_finite_check(model: keras.Model) -> keras.Model:
-    """``model``, or a copy with the same weights that skips the NaN/Inf input assertion
-    (``CheckNumerics`` exists in neither TFLite nor ONNX)."""
-    from eegdino_tf.models import EEGDinoClassifier, EEGDinoEncoder
-
-    encoder = model.encoder if _is_classifier(model) else model
-    if not isinstance(encoder, EEGDinoEncoder) or not encoder.check_finite:
-        return model
-    copy = EEGDinoEncoder.from_config({**encoder.get_config(), "check_finite": False})
-    if _is_classifier(model):
-        copy = EEGDinoClassifier(copy, model.num_classes, head_dropout=model.head_dropout)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-@contextlib.contextmanager
-def _converter_errors(what: str) -> Iterator[None]:
-    """Turn a converter's exception into a one-line :class:`ExportError`."""
-    try:
-        yield
-    except EEGDinoError:
-        raise
-    except Exception as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        # The TFLite converter's message is pages of MLIR; these lines name the missing ops.
-        key = [line for line in lines if line.startswith(("TF Select ops:", "Custom ops:"))]
-        detail = "; ".join(key or lines[-1:]) or type(err).__name__
-        raise ExportError(f"{what} conversion failed: {detail[:600]}") from err
-
-
 @contextlib.contextmanager
 def _quiet(logger: str) -> Iterator[None]:
     log = logging.getLogger(logger)
@@ -479,16 +307,6 @@ def _quiet(logger: str) -> Iterator[None]:
         yield
     finally:
         log.setLevel(level)
-
-
-def _check_builtin_ops(flatbuffer: bytes) -> None:
-    """Raise :class:`ExportError` if the flatbuffer needs Flex (Select TF) or custom ops."""
-    extra = sorted(op for op, builtin in tflite_operators(flatbuffer).items() if not builtin)
-    if extra:
-        raise ExportError(
-            f"the TFLite model needs non-builtin ops {extra} (Flex/Select TF or custom), "
-            "which the plain LiteRT runtime on Android does not have"
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,7 +329,7 @@ def _self_check(
     keeps nothing)."""
     batch, channels, samples = spec.shape.as_list()
     probe = probe_eeg(batch or PROBE_BATCH, channels, samples)
-    reference = {k: np.asarray(v) for k, v in _outputs(model, probe, extended=True).items()}
+    reference = {k: np.asarray(v) for k, v in T.named_outputs(model, probe, True).items()}
     limit = NRMSE_LIMITS[quantize]
     nrmse = max_abs = 0.0
     cosine = None

@@ -18,23 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from eegdino_tf import hardware
+from eegdino_tf import hardware, tracing
 from eegdino_tf.errors import ConfigError, require
-
-
-def check_conversion_memory(model: Any) -> None:
-    """Raise :class:`ConfigError` when converting ``model`` would need more memory than this
-    machine has (the process would be killed midway)."""
-    from eegdino_tf.export import CONVERSION_BYTES_PER_WEIGHT_BYTE
-
-    need = CONVERSION_BYTES_PER_WEIGHT_BYTE * 4 * model.count_params()
-    memory = hardware.physical_memory()
-    if memory is not None and need > memory:
-        raise ConfigError(
-            f"converting this model for runtime='litert' takes about {need / 2**30:.1f} GiB "
-            f"({CONVERSION_BYTES_PER_WEIGHT_BYTE}x its float32 weights), more than this "
-            f"machine's {memory / 2**30:.1f} GiB; use runtime='keras'"
-        )
 
 
 class LiteRTFunction:
@@ -43,17 +28,15 @@ class LiteRTFunction:
     threads take turns (an interpreter runs one call at a time)."""
 
     def __init__(self, model: Any, channels: int, samples: int, threads: int | None = None):
-        from eegdino_tf.export import _input_spec, tflite_flatbuffer
-
         if model.precision != "float32":
             raise ConfigError(
                 f"runtime='litert' runs float32 models; this one is precision="
                 f"{model.precision!r} (use runtime='keras')"
             )
         litert = require("ai_edge_litert.interpreter", "export")
-        spec = _input_spec(model, None, channels, samples)
-        check_conversion_memory(model)
-        flatbuffer = tflite_flatbuffer(model, spec)
+        spec = tracing.input_spec(model, None, channels, samples)
+        tracing.check_conversion_memory(model)
+        flatbuffer = tracing.tflite_flatbuffer(model, spec)
         hardware.release_freed_memory()
         self.interpreter = litert.Interpreter(
             model_content=flatbuffer, num_threads=threads or hardware.cpu_threads()

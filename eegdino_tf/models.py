@@ -19,343 +19,34 @@ P = T / 200 one-second patches, D width):
 
 from __future__ import annotations
 
-import functools
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from eegdino_tf import hardware
 from eegdino_tf import weights as W
 from eegdino_tf.config import (
-    PATCH_SIZE,
-    RUNTIMES,
     EEGDinoConfig,
     ModelOptions,
-    batch_count,
     class_count,
     get_config,
 )
-from eegdino_tf.errors import ConfigError, InputError, MissingHeadError
+from eegdino_tf.errors import MissingHeadError
 from eegdino_tf.layers import (
-    NON_FINITE_EEG,
     ClassificationHead,
     EEGInput,
     GlobalToken,
-    GraphForm,
     PatchEmbedding,
     TransformerBlock,
-    check_eeg_input,
-    check_eeg_shape,
-    graph_form,
 )
-from eegdino_tf.litert import LiteRTFunction
+from eegdino_tf.runtime import EEGModel
 
 _SERIALIZABLE = keras.saving.register_keras_serializable(package="eegdino_tf")
 
 
-class _EEGModel(keras.Model):
-    """Checks the EEG input before Keras' own machinery, so errors say what EEG it wants."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        inputs = args[0] if args else kwargs.get("inputs")
-        check_eeg_input(inputs, self.partial_patch)
-        shape = tuple(inputs.shape)
-        if None not in shape[1:]:  # an array, or a traced tensor of known channels and samples
-            # A batch unknown at trace time (Keras' fit on a tf.data pipeline) holds at least one.
-            check_attention_memory(shape, shape[0] or 1, self.num_heads)
-        return super().__call__(*args, **kwargs)
-
-    def predict(
-        self, x, batch_size=None, verbose="auto", steps=None, callbacks=None, runtime="keras"
-    ):
-        """Keras ``predict``, with a fast path for in-memory arrays; ``batch_size`` defaults to
-        :func:`default_batch_size` (8 on a CPU, 32 on a GPU).
-
-        For a NumPy array or tensor (no ``steps``, no ``callbacks``) the batches go straight
-        through one cached ``tf.function`` instead of Keras' data pipeline, which costs tens of
-        milliseconds a call, into one preallocated result (memory: the input plus the output,
-        never a copy of either; input that fits one batch returns the function's output
-        itself). That function uses XLA where it measured faster (see
-        :func:`default_jit_compile`) unless ``compile(jit_compile=True|False)`` chose; under XLA
-        the last partial batch is padded so the compiled program is reused, not rebuilt. On a
-        CPU each batch runs as :func:`parallel_calls` parts at once (:func:`run_in_parts`).
-        With ``check_finite``, NaN or Inf input is an error, and so is output that is not
-        finite although its input was (see :func:`non_finite_output`).
-        Anything else (``tf.data``, generators, callbacks) takes Keras' own ``predict``.
-
-        ``runtime="litert"`` runs the batches through LiteRT instead (float32 models, on the
-        CPU; faster there at the small and medium sizes): arrays and tensors as above, or a
-        ``tf.data.Dataset`` of batches (``x`` or ``(x, y, ...)`` elements; ``steps`` of them
-        at most). See :mod:`eegdino_tf.litert`.
-        """
-        if runtime not in RUNTIMES:
-            raise ConfigError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
-        if isinstance(x, (np.generic, list, tuple, dict)):
-            check_eeg_input(x, self.partial_patch)
-        if runtime == "litert" and isinstance(x, tf.data.Dataset) and not callbacks:
-            return self._predict_dataset_litert(x, steps, verbose)
-        if steps is not None or callbacks or not isinstance(x, (np.ndarray, tf.Tensor)):
-            if runtime == "litert":
-                raise ConfigError(
-                    "runtime='litert' takes a NumPy array, a tensor or a tf.data.Dataset of "
-                    "batches, without callbacks (and steps only with a dataset)"
-                )
-            return super().predict(
-                x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks
-            )
-        check_eeg_shape(x.shape, self.partial_patch)
-        size = default_batch_size() if batch_size is None else batch_count(batch_size)
-        check_attention_memory(x.shape, min(size, len(x)), self.num_heads)
-        if runtime == "litert":
-            function, pad = self.litert_function(int(x.shape[1]), int(x.shape[2])), True
-        else:
-            chosen = self.__dict__.get("_jit_chosen", False)
-            jit = self.jit_compile if chosen else default_jit_compile(self.precision)
-            compiled, pad = self.inference_function(jit), jit  # XLA: a program per batch size
-            calls = parallel_calls()
-
-            def function(batch: np.ndarray) -> np.ndarray:
-                return run_in_parts(compiled, batch, calls, equal=jit)
-
-        starts = range(0, len(x), size)
-        progress = keras.utils.Progbar(len(starts)) if verbose in (1, "auto") else None
-        result = None
-        for step, start in enumerate(starts):
-            batch = np.asarray(x[start : start + size], dtype=np.float32)
-            # Padded: keep the batch size the XLA program or LiteRT's tensors have.
-            y = self._run_batch(function, batch, start, size if pad and len(x) > size else 0)
-            if progress is not None:
-                progress.update(step + 1)
-            if len(starts) == 1:
-                return y  # one batch: the function's own output, no copy
-            if result is None:
-                result = np.empty((len(x), *y.shape[1:]), dtype=y.dtype)
-            result[start : start + len(batch)] = y
-        return result
-
-    def _run_batch(self, function: Any, batch: np.ndarray, start: int, pad_to: int) -> np.ndarray:
-        """``function(batch)`` for examples ``start...`` of the input, with the finite checks,
-        the batch padded to ``pad_to`` examples (repeating its last) when shorter."""
-        real = len(batch)
-        if self.check_finite and not np.isfinite(batch).all():
-            raise InputError(f"example {start + _first_bad(batch)}: {NON_FINITE_EEG}")
-        y = function(padded(batch, pad_to))[:real]
-        if self.check_finite and not np.isfinite(y).all():
-            raise InputError(non_finite_output(batch, y, start, self.precision))
-        return y
-
-    def _predict_dataset_litert(self, dataset: Any, steps: int | None, verbose: Any) -> Any:
-        """``predict(dataset, runtime="litert")``: each batch of ``dataset`` (the first part
-        of ``(x, y, ...)`` elements) through LiteRT, in order; a batch shorter than the first
-        is padded to its size (LiteRT's tensors keep their shape)."""
-        if steps is not None:
-            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-                raise ConfigError(f"steps must be a positive integer, got {steps!r}")
-            dataset = dataset.take(steps)
-        known = int(dataset.cardinality())  # < 0: infinite or unknown
-        progress = None
-        if verbose in (1, "auto"):
-            progress = keras.utils.Progbar(known if known >= 0 else None)
-        outputs, seen, size = [], 0, 0
-        for step, element in enumerate(dataset):
-            batch = element[0] if isinstance(element, (tuple, list)) else element
-            if not isinstance(batch, tf.Tensor):
-                raise InputError(
-                    f"runtime='litert' takes dataset elements x or (x, y, ...) with x a "
-                    f"[batch, channels, samples] tensor; got {type(batch).__name__}"
-                )
-            batch = batch.numpy().astype(np.float32, copy=False)
-            check_eeg_shape(batch.shape, self.partial_patch)
-            check_attention_memory(batch.shape, len(batch), self.num_heads)
-            size = size or len(batch)
-            function = self.litert_function(int(batch.shape[1]), int(batch.shape[2]))
-            outputs.append(self._run_batch(function, batch, seen, size))
-            seen += len(batch)
-            if progress is not None:
-                progress.update(step + 1)
-        if not outputs:
-            raise InputError("the dataset has no batches to predict on")
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
-
-    def litert_function(self, channels: int, samples: int) -> LiteRTFunction:
-        """The model converted for LiteRT at this input shape (any batch), made on first use
-        and kept until the weights change through Keras (:meth:`reset_litert`)."""
-        cache = self.__dict__.setdefault("_litert_functions", {})
-        if (channels, samples) not in cache:  # one conversion, also for threads that share us
-            with self.__dict__.setdefault("_litert_lock", threading.Lock()):
-                if (channels, samples) not in cache:
-                    cache[channels, samples] = LiteRTFunction(self, channels, samples)
-        return cache[channels, samples]
-
-    def reset_litert(self) -> None:
-        """Forget the LiteRT conversions (they hold the weights they were made from)."""
-        self.__dict__.pop("_litert_functions", None)
-
-    def fit(self, *args: Any, **kwargs: Any) -> Any:
-        self.reset_litert()
-        return super().fit(*args, **kwargs)
-
-    def train_on_batch(self, *args: Any, **kwargs: Any) -> Any:
-        self.reset_litert()
-        return super().train_on_batch(*args, **kwargs)
-
-    def set_weights(self, weights: Any) -> None:
-        self.reset_litert()
-        super().set_weights(weights)
-
-    def load_weights(self, *args: Any, **kwargs: Any) -> Any:
-        self.reset_litert()
-        return super().load_weights(*args, **kwargs)
-
-    @property
-    def num_heads(self) -> int:
-        """Attention heads of the encoder's blocks."""
-        return getattr(self, "encoder", self).config.num_heads
-
-    def compile(self, *args: Any, jit_compile: Any = "auto", **kwargs: Any) -> None:
-        """Keras ``compile``; ``predict`` follows an explicit ``jit_compile`` (``"auto"``
-        keeps its own per-machine choice, :func:`default_jit_compile`)."""
-        self.__dict__["_jit_chosen"] = jit_compile != "auto"
-        super().compile(*args, jit_compile=jit_compile, **kwargs)
-
-    def inference_function(self, jit_compile: bool) -> tf.types.experimental.GenericFunction:
-        """The cached ``tf.function`` (XLA or not) that :meth:`predict` runs: ``x -> y``;
-        under XLA written in :data:`XLA_GRAPH_FORM`."""
-        cache = self.__dict__.setdefault("_inference_functions", {})
-        if jit_compile not in cache:
-            form = XLA_GRAPH_FORM if jit_compile else GraphForm()
-
-            def infer(x: tf.Tensor) -> tf.Tensor:
-                with graph_form(form):
-                    return self(x, training=False)
-
-            cache[jit_compile] = tf.function(infer, jit_compile=jit_compile, reduce_retracing=True)
-        return cache[jit_compile]
-
-
-#: How :meth:`~_EEGModel.inference_function` writes the model for XLA: the softmax's row sums
-#: from the attention matmul (small, 2 cores: 1.11x-1.12x the samples/s at batch 1 and 8).
-XLA_GRAPH_FORM = GraphForm(softmax="matmul")
-
-
-def check_attention_memory(shape: tuple[int, ...], batch: int, num_heads: int) -> None:
-    """Raise :class:`InputError` when the attention weights of one batch alone (``[batch,
-    heads, N, N]`` float32, for N tokens an example) would not fit in this machine's physical
-    memory: such a run could only end with the process killed."""
-    channels, samples = int(shape[1]), int(shape[2])
-    tokens = 1 + channels * (samples // PATCH_SIZE)
-    need, memory = batch * num_heads * tokens**2 * 4, hardware.physical_memory()
-    if memory is not None and need > memory:
-        held, fix = "one example", "shorter windows (encode: --window)"
-        if batch > 1:
-            held, fix = f"one batch of {batch}", f"{fix} or a smaller batch_size"
-        raise InputError(
-            f"EEG input of {channels} channels x {samples / PATCH_SIZE:g} s is {tokens} tokens "
-            f"an example: the attention weights of {held} alone would take "
-            f"{need / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB of "
-            f"memory; use {fix}"
-        )
-
-
-def _first_bad(values: np.ndarray) -> int:
-    """Index of the first example (axis 0) holding a non-finite value."""
-    return int(np.argmin(np.isfinite(values).reshape(len(values), -1).all(axis=1)))
-
-
-def non_finite_output(batch: np.ndarray, outputs: np.ndarray, offset: int, precision: str) -> str:
-    """The error for NaN/Inf ``outputs`` of finite ``batch`` (examples from ``offset`` on)."""
-    bad = _first_bad(outputs)
-    peak = float(np.abs(batch[bad]).max())
-    cause = (
-        f"the input is probably not in microvolts (largest |value| {peak:.3g}; "
-        "EEG is about 1-1000 uV: multiply volts by 1e6)"
-    )
-    if precision != "float32":
-        cause += f", or it overflows precision={precision!r} (try precision='float32')"
-    return (
-        f"the model's output for example {offset + bad} is not finite although its input is; "
-        f"{cause}"
-    )
-
-
-#: ``predict``'s batch size on a CPU when none is given: per example, 8 ran faster than Keras'
-#: 32 at every size (docs/performance.md: small 1.06x-1.4x, medium 1.04x-1.09x).
-CPU_BATCH_SIZE = 8
-
-
-#: Parts of each batch :meth:`~_EEGModel.predict` runs at once on a CPU, each a compiled call
-#: of its own: one call of this model's hundreds of short operations leaves cores idle between
-#: them, which a second call fills (2 cores, XLA, batch 8: small 1.2x the samples/s, medium
-#: 1.08x; docs/performance.md).
-CPU_PARALLEL_CALLS = 2
-
-
-def parallel_calls() -> int:
-    """How many parts of a batch :meth:`~_EEGModel.predict` runs at once: 1 on a GPU, else
-    :data:`CPU_PARALLEL_CALLS`, at most TensorFlow's CPU threads (1 thread: 1 call)."""
-    if hardware.detect().gpus:
-        return 1
-    return min(CPU_PARALLEL_CALLS, hardware.cpu_threads())
-
-
-def padded(batch: np.ndarray, length: int) -> np.ndarray:
-    """``batch`` with its last example repeated up to ``length`` examples (itself when as
-    long): a compiled program or LiteRT's tensors keep the batch size they were made for."""
-    short = length - len(batch)
-    return np.concatenate([batch, np.repeat(batch[-1:], short, axis=0)]) if short > 0 else batch
-
-
-def run_in_parts(compiled: Any, batch: np.ndarray, parts: int, equal: bool) -> np.ndarray:
-    """``compiled(batch)`` as ``parts`` calls on consecutive slices of the batch, run at once
-    (the first in this thread), outputs joined in order. ``equal``: every slice as long as the
-    first, the last padded by repeating its last example (an XLA program per slice length)."""
-    step = -(-len(batch) // max(1, min(parts, len(batch))))
-    slices = [batch[start : start + step] for start in range(0, len(batch), step)]
-
-    def call(part: np.ndarray) -> np.ndarray:
-        y = compiled(tf.constant(padded(part, step if equal else 0))).numpy()
-        return y[: len(part)]
-
-    if len(slices) == 1:
-        return call(slices[0])
-    others = [_parts_pool(os.getpid()).submit(call, part) for part in slices[1:]]
-    return np.concatenate([call(slices[0]), *(other.result() for other in others)])
-
-
-@functools.cache
-def _parts_pool(pid: int) -> ThreadPoolExecutor:
-    """The worker threads every model's :func:`run_in_parts` shares, made on first use in each
-    process (``pid``: a forked child does not inherit its parent's threads)."""
-    return ThreadPoolExecutor(CPU_PARALLEL_CALLS - 1, "eegdino-predict")
-
-
-def default_batch_size() -> int:
-    """``predict``'s batch size when none is given: Keras' 32 on a GPU, :data:`CPU_BATCH_SIZE`
-    on a CPU (the attention weights of 32 examples, 37 MB a layer for small, leave the caches)."""
-    return 32 if hardware.detect().gpus else CPU_BATCH_SIZE
-
-
-def default_jit_compile(precision: str) -> bool:
-    """Whether :meth:`predict` uses XLA when ``compile`` did not say, for this machine.
-
-    Measured on CPUs (``eegdino-tf bench``, docs/performance.md): XLA for float32 and
-    mixed_float16 on every CPU; for mixed_bfloat16, XLA except on CPUs with native bfloat16
-    (AMX-BF16, AVX512-BF16), where oneDNN's bfloat16 kernels beat it. On a GPU, XLA: not yet
-    measured (``python -m benchmarks.gpu`` does).
-    """
-    hw = hardware.detect()
-    if hw.gpus or precision != "mixed_bfloat16":
-        return True
-    return not (hw.native_bf16 and hw.onednn_bf16)
-
-
 @_SERIALIZABLE
-class EEGDinoEncoder(_EEGModel):
+class EEGDinoEncoder(EEGModel):
     """EEG-DINO encoder: raw microvolts ``[B, C, T]`` -> tokens ``[B, 1 + C*T/200, D]``.
 
     Token 0 is the global token. Arguments mirror :class:`~eegdino_tf.EEGDinoConfig`, plus
@@ -364,6 +55,9 @@ class EEGDinoEncoder(_EEGModel):
     them that keeps the accuracy bounds on this machine, see
     :func:`eegdino_tf.hardware.auto_precision`; outputs stay float32).
     """
+
+    #: The output's name in an exported artifact (:mod:`eegdino_tf.tracing`).
+    serving_output = "tokens"
 
     def __init__(
         self,
@@ -443,12 +137,14 @@ class EEGDinoEncoder(_EEGModel):
 
 
 @_SERIALIZABLE
-class EEGDinoClassifier(_EEGModel):
+class EEGDinoClassifier(EEGModel):
     """Encoder + finetuning head: raw microvolts ``[B, C, T]`` -> logits ``[B, num_classes]``.
 
     The encoder is the nested model ``classifier.encoder`` (freeze it with
     ``classifier.encoder.trainable = False`` for linear probing).
     """
+
+    serving_output = "logits"
 
     def __init__(
         self,
@@ -519,9 +215,9 @@ def build_classifier(
 def _read(path: str | os.PathLike, config: EEGDinoConfig | str | None, options: dict):
     """The normalized tensors, the config (read off them unless given) and the run options."""
     run, overrides = ModelOptions.split(options)
-    normalized = W.normalize_state_dict(W.read_tensors(path))
+    normalized = W.read_weights(path)
     if config is None:
-        cfg = W.infer_config(normalized.tensors, **overrides)
+        cfg = W.infer_config(normalized.tensors, **(normalized.saved | overrides))
     else:
         cfg = get_config(config, **overrides)
     return normalized, cfg, run

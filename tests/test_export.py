@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import eegdino_tf
 from eegdino_tf import export as E
+from eegdino_tf import tracing as T
 from eegdino_tf.cli import main
 from eegdino_tf.errors import EEGDinoError, ExportError, MissingExtraError
 from tests.helpers import OVERRIDES, fixture_path, load_io, nrmse
@@ -145,7 +146,7 @@ def tiny_tflite(tiny_encoder, out) -> dict[str, E.ExportReport]:
 
 def test_tflite_float32_matches_the_fixtures_with_builtin_ops_only(tiny_tflite, tiny_io):
     path = tiny_tflite["none"].path
-    ops = E.tflite_operators(path.read_bytes())
+    ops = T.tflite_operators(path.read_bytes())
     assert all(ops.values()), ops
     assert "GELU" in ops  # the builtin exact GELU, not an erf decomposition
     assert "SOFTMAX" in ops  # the fused softmax, not XLA's row sums from the matmul
@@ -166,7 +167,7 @@ def test_tflite_quantized_variants(tiny_tflite, tiny_io):
     print(f"dynamic-int8 tiny: NRMSE {nrmse(got, tokens):.2e}, cosine {int8.cosine:.5f}")
     assert int8.nrmse_limit is None and int8.cosine >= E.MIN_INT8_COSINE
     assert _cosine(got[:, 0], tokens[:, 0]) >= 0.99
-    assert all(E.tflite_operators(int8.path.read_bytes()).values())
+    assert all(T.tflite_operators(int8.path.read_bytes()).values())
 
 
 def test_tflite_fixed_batch_and_classifier(tiny_encoder, tiny_classifier, tiny_io, out):
@@ -186,10 +187,10 @@ def test_tflite_fixed_batch_and_classifier(tiny_encoder, tiny_classifier, tiny_i
 
 def test_tflite_refuses_flex_ops(tiny_encoder, out, monkeypatch):
     """An op TFLite has no builtin for (a bare tf.math.erf) would need the Flex runtime."""
-    outputs = E._outputs
+    outputs = T.named_outputs
     monkeypatch.setattr(
-        E,
-        "_outputs",
+        T,
+        "named_outputs",
         lambda *args, **kw: {k: tf.math.erf(v) for k, v in outputs(*args, **kw).items()},
     )
     with pytest.raises(ExportError, match="TFLite conversion failed.*Erf"):
@@ -199,9 +200,9 @@ def test_tflite_refuses_flex_ops(tiny_encoder, out, monkeypatch):
 
 def test_tflite_fuses_erf_gelu_to_the_builtin(tiny_encoder, out, monkeypatch):
     """The ONNX-friendly erf GELU also converts: the converter fuses it into builtin GELU."""
-    monkeypatch.setitem(E.GRAPH_FORMS, "tflite", {**E.GRAPH_FORMS["tflite"], "gelu": "erf"})
+    monkeypatch.setitem(T.GRAPH_FORMS, "tflite", {**T.GRAPH_FORMS["tflite"], "gelu": "erf"})
     report = E.export_tflite(tiny_encoder, out / "erf_gelu.tflite")
-    ops = E.tflite_operators(report.path.read_bytes())
+    ops = T.tflite_operators(report.path.read_bytes())
     assert all(ops.values()) and "GELU" in ops
 
 
@@ -218,9 +219,9 @@ def test_builtin_op_check_names_flex_ops():
         tf.lite.OpsSet.SELECT_TF_OPS,
     ]
     flatbuffer = converter.convert()
-    assert E.tflite_operators(flatbuffer) == {"FlexErf": False}
+    assert T.tflite_operators(flatbuffer) == {"FlexErf": False}
     with pytest.raises(ExportError, match="FlexErf"):
-        E._check_builtin_ops(flatbuffer)
+        T.check_builtin_ops(flatbuffer)
 
 
 # ---------------------------------------------------------------------------------------------

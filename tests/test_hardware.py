@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from eegdino_tf import hardware, layers, models
+from eegdino_tf import hardware, layers, models, runtime
 from tests.helpers import REPO, fixture_path
 
 
@@ -86,8 +86,8 @@ def test_slow_precision_warns_once_per_process(monkeypatch):
 )
 def test_predict_uses_xla_where_it_measured_faster(monkeypatch, hw, float32, bf16):
     monkeypatch.setattr(hardware, "detect", lambda: hw)
-    assert models.default_jit_compile("float32") is float32
-    assert models.default_jit_compile("mixed_bfloat16") is bf16
+    assert runtime.default_jit_compile("float32") is float32
+    assert runtime.default_jit_compile("mixed_bfloat16") is bf16
 
 
 def test_onednn_bf16_needs_avx512_and_no_isa_cap(monkeypatch):

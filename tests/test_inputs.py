@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import eegdino_tf
 from eegdino_tf import InputError
-from eegdino_tf.models import parallel_calls
+from eegdino_tf.runtime import check_attention_memory, parallel_calls
 from tests.helpers import TINY, load_io, nrmse
 
 TINY_ENCODER = TINY / "tiny_encoder.safetensors"
@@ -182,9 +182,9 @@ def test_a_window_whose_attention_cannot_fit_in_memory_is_refused(monkeypatch):
     classifier = eegdino_tf.load_classifier(TINY / "tiny_classifier.safetensors", norm_groups=4)
     with pytest.raises(InputError, match="one batch of 2 alone"):  # the same for a classifier
         classifier.predict(x, verbose=0)
-    eegdino_tf.models.check_attention_memory(x.shape, 1, 8)  # batch 1 (1.0 GiB) fits
+    check_attention_memory(x.shape, 1, 8)  # batch 1 (1.0 GiB) fits
     with pytest.raises(InputError, match="one example alone would take 2.0 GiB") as err:
-        eegdino_tf.models.check_attention_memory(x.shape, 1, 16)  # 16 heads: 2.0 GiB
+        check_attention_memory(x.shape, 1, 16)  # 16 heads: 2.0 GiB
     assert str(err.value).endswith("use shorter windows (encode: --window)")  # no batch to cut
 
 

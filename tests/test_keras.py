@@ -64,7 +64,7 @@ def test_predict_allocates_little_more_than_its_result():
 
 @pytest.mark.parametrize("jit", [True, False])
 def test_a_batch_run_in_parallel_parts_equals_the_reference_in_order(jit):
-    from eegdino_tf.models import run_in_parts
+    from eegdino_tf.runtime import run_in_parts
 
     io = load_io("tiny")
     x, expected = io["raw_uv"], io["tokens"]  # 3 examples: parts of 2 and 1 (padded or not)
@@ -80,16 +80,16 @@ def test_a_batch_run_in_parallel_parts_equals_the_reference_in_order(jit):
 def test_parallel_calls_follow_the_threads_tensorflow_may_use(monkeypatch):
     import dataclasses
 
-    from eegdino_tf import hardware, models
+    from eegdino_tf import hardware, runtime
 
     monkeypatch.setattr(hardware, "cpu_threads", lambda: 16)
-    assert models.parallel_calls() == models.CPU_PARALLEL_CALLS == 2
+    assert runtime.parallel_calls() == runtime.CPU_PARALLEL_CALLS == 2
     monkeypatch.setattr(hardware, "cpu_threads", lambda: 1)
-    assert models.parallel_calls() == 1  # one thread asked for: one call at a time
+    assert runtime.parallel_calls() == 1  # one thread asked for: one call at a time
     monkeypatch.setattr(hardware, "cpu_threads", lambda: 16)
     gpu = dataclasses.replace(hardware.detect(), gpus=(("a GPU", (8, 0)),))
     monkeypatch.setattr(hardware, "detect", lambda: gpu)
-    assert models.parallel_calls() == 1  # a GPU runs one call at a time anyway
+    assert runtime.parallel_calls() == 1  # a GPU runs one call at a time anyway
 
 
 def test_compiled_with_jit_predict_matches():
@@ -112,7 +112,7 @@ def test_xla_predict_pads_the_last_batch():
 
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
 def test_predict_follows_the_machines_xla_choice_unless_compiled(precision):
-    from eegdino_tf.models import default_jit_compile
+    from eegdino_tf.runtime import default_jit_compile
 
     xla = default_jit_compile(precision)  # per CPU: bfloat16 without XLA only on native bf16
     model = eegdino_tf.build_encoder(eegdino_tf.get_config("small", depth=1), precision=precision)
@@ -205,6 +205,6 @@ def test_compile_without_a_jit_choice_keeps_predicts_own():
     model = eegdino_tf.build_encoder(eegdino_tf.get_config("small", depth=1))
     model.compile(optimizer="adam", loss="mse")  # jit_compile="auto": fit's own business
     model.predict(np.zeros((1, 2, 400), np.float32), verbose=0)
-    xla = eegdino_tf.models.default_jit_compile(model.precision)
+    xla = eegdino_tf.runtime.default_jit_compile(model.precision)
     assert model.inference_function(xla).experimental_get_tracing_count() == 1
     assert model.inference_function(not xla).experimental_get_tracing_count() == 0

@@ -44,11 +44,11 @@ def test_litert_predict_matches_reference_logits():
 def test_any_batch_conversion_computes_no_shape_at_run_time(kind):
     # A shape computed from the batch at run time (SHAPE -> PACK -> RESHAPE or TILE) is not
     # run by XNNPACK and splits the graph into dozens of partitions (61 for small before).
-    from eegdino_tf.export import _input_spec, tflite_flatbuffer, tflite_operators
+    from eegdino_tf.tracing import input_spec, tflite_flatbuffer, tflite_operators
 
     load = eegdino_tf.load_encoder if kind == "encoder" else eegdino_tf.load_classifier
     model = load(fixture_path(f"tiny_{kind}.safetensors"), **OVERRIDES["tiny"])
-    ops = tflite_operators(tflite_flatbuffer(model, _input_spec(model, None, 19, 2000)))
+    ops = tflite_operators(tflite_flatbuffer(model, input_spec(model, None, 19, 2000)))
     assert {"SHAPE", "PACK", "TILE", "BROADCAST_TO"}.isdisjoint(ops), sorted(ops)
     assert {"FULLY_CONNECTED", "BATCH_MATMUL", "RESHAPE"} <= set(ops)
 

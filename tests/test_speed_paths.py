@@ -10,7 +10,7 @@ from benchmarks.runners import CallTimer, PredictRunner, SizeModels
 from benchmarks.settings import Settings, Unavailable
 from benchmarks.timing import _own_ms
 from benchmarks.workload import eeg_input
-from eegdino_tf.models import parallel_calls
+from eegdino_tf.runtime import parallel_calls
 
 
 def test_timed_predict_and_the_bare_calls_match_the_model(tmp_path):

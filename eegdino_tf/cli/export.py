@@ -14,6 +14,7 @@ from eegdino_tf.cli.options import (
     load_model,
 )
 from eegdino_tf.export import FORMATS, MIN_OPSET, QUANTIZATIONS
+from eegdino_tf.tracing import KEEPS_FINITE_CHECK
 
 #: Options that belong to one format only.
 FORMAT_OPTIONS = {
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--{option} applies to {fmt} exports, not {args.format}")
         options[option] = value
     model = load_model(
-        args, partial_patch=args.partial_patch, check_finite=args.format == "saved-model"
+        args, partial_patch=args.partial_patch, check_finite=KEEPS_FINITE_CHECK[args.format]
     )
     report = export_model(
         args.format,

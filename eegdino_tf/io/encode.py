@@ -82,7 +82,7 @@ def encode_recording(
     batch_count(batch_size)
     starts = recording.window_starts(window, stride, pad_tail)
     if hasattr(model, "num_heads"):  # refused before any window is read, not at the first batch
-        from eegdino_tf.models import check_attention_memory
+        from eegdino_tf.runtime import check_attention_memory
 
         samples = seconds_to_samples(window, "window", whole_seconds=True)
         shape = (len(starts), len(recording.channels), samples)
