@@ -358,6 +358,7 @@ def describe_weights(
     tensors are checked as the loaders check them (:func:`validate_weights`). Where the
     group count is unknown (no released size has this shape and no ``norm_groups``), the
     returned ``config["norm_groups"]`` is None and ``"norm_groups_unknown"`` says what to pass.
+    ``"metadata"`` is what eegdino-tf wrote into the file (:class:`Metadata`'s fields), or None.
     """
     normalized = read_weights(path)
     config, groups = infer_shape(normalized.tensors, **(normalized.saved | overrides))
@@ -373,6 +374,7 @@ def describe_weights(
         "head": head,
         "num_classes": classes,
         "dropped": normalized.dropped,
+        "metadata": normalized.metadata and dataclasses.asdict(normalized.metadata),
     }
 
 

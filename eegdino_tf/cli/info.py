@@ -38,5 +38,8 @@ def run(args: argparse.Namespace) -> int:
     if info["dropped"]:
         reasons = sorted(set(info["dropped"].values()))
         print(f"ignored:     {len(info['dropped'])} entries ({'; '.join(reasons)})")
+    if written := info["metadata"]:
+        source = written["source"] and f", from {written['source']} ({written['source_sha256']})"
+        print(f"written by:  {written['writer']}{source or ''}")
     print(f"machine:     {hardware.describe()}")
     return 0
