@@ -59,14 +59,6 @@ def test_eeg_like_signal_is_in_the_microvolt_range():
     assert 5 < x.std() < 200
 
 
-def test_readme_python_example_runs():
-    readme = (REPO / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-    assert blocks
-    for block in blocks:
-        subprocess.run([sys.executable, "-c", block], check=True, cwd=REPO)
-
-
 def test_cli_runs_without_tensorflow_start_up_noise():
     result = subprocess.run(
         [sys.executable, "-m", "eegdino_tf", "info", str(TINY / "tiny_encoder.safetensors")],
