@@ -10,7 +10,8 @@ writes, under ``output``:
   ``tokens=True`` or, for a classifier, ``logits`` and ``probabilities``. The rows are exactly
   what :func:`eegdino_tf.io.encode_recording` (``eegdino-tf encode``) gives for that file.
 - ``errors.jsonl``: one ``{"recording", "stage", "error"}`` object per recording that failed
-  (``stage`` is ``open``, ``window``, ``read``, ``inference`` or ``collect``).
+  (``stage`` is ``open``, ``window``, ``read``, ``inference`` or ``collect``; ``error`` is one
+  line, ``Type: message``).
 - ``recordings.jsonl``: one line per input recording: ``status`` ``written``, ``skipped``
   (its file was there already) or ``failed``, its window count and file.
 
@@ -25,7 +26,13 @@ windows it was cut into (none dropped, none duplicated) and written as one Parqu
 it is complete. That file existing is what "done" means: a rerun skips recordings that have
 one, so it produces the same rows and nothing twice. ``settings.json`` records the options that
 decide the rows; a rerun into the same folder with other options is refused, so one folder never
-mixes rows of two settings.
+mixes rows of two settings (:func:`encode_corpus` removes the ``settings.json`` it wrote when
+its run wrote no row, so a run that failed or was interrupted at its start pins nothing).
+
+Each run writes its temporaries under ``output/.tmp/<run>/`` and, in :func:`encode_corpus`,
+holds an exclusive ``flock`` on ``output/.tmp/<run>.lock`` while it runs. The next
+:func:`encode_corpus` into that folder removes every temporary whose lock no live process holds
+(a run killed with ``kill -9``), and leaves those of live concurrent runs alone.
 """
 
 from __future__ import annotations
@@ -33,14 +40,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import glob
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
+import socket
+import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import PurePosixPath
 from typing import Any, NamedTuple
 
@@ -51,6 +64,7 @@ from eegdino_tf.errors import (
     ConfigError,
     EEGDinoError,
     MissingHeadError,
+    OutputError,
     RecordingError,
     WeightsError,
     require,
@@ -79,17 +93,30 @@ COUNTERS = ("model_loads", "windows_read", "windows_written", "recordings_writte
 EMBEDDINGS = "embeddings"
 ERRORS = "errors.jsonl"
 REPORT = "recordings.jsonl"
-#: Where ``fileio.WriteToFiles`` writes each Parquet file before renaming it into place.
+#: Where ``fileio.WriteToFiles`` writes each file before renaming it into place: a folder per
+#: run, ``TEMPORARY/<run>/``, and the lock its live run holds, ``TEMPORARY/<run>.lock``.
 TEMPORARY = ".tmp"
 SETTINGS = "settings.json"
+#: Seconds between two progress lines of :func:`encode_corpus` (``progress=True``), at least.
+PROGRESS_EVERY_S = 1.0
 
 _PLAN, _ERROR, _SKIPPED = "plan", "error", "skipped"
+_LOCK = ".lock"
 _unreported_loads = 0
 _loads_lock = threading.Lock()
+#: Progress of the runs of :func:`encode_corpus` in this process, by run (the DoFns that run
+#: in this process report to it; workers in other processes find none and report nothing).
+_progress: dict[str, _Progress] = {}
 
 
 def _counter(name: str, count: int = 1) -> None:
     beam.metrics.Metrics.counter(NAMESPACE, name).inc(count)
+
+
+def _new_run() -> str:
+    """A name for one run: host, process and a random part."""
+    host = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
 def _on_local_disk(path: str) -> bool:
@@ -140,6 +167,11 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
     by its threads; ``share_across_processes=True`` (with ``model_copies``) serves one model
     per machine instead. Each load adds one to the Beam counter ``model_loads``.
 
+    With ``runtime="litert"`` and an ``input_shape`` ``(channels, samples)``, each loaded model
+    is converted for LiteRT at that window shape as it loads, not at its first batch.
+    ``load_context``, if given, is a context manager factory entered around each load (the
+    command line passes one that sets the C++ log lines of TensorFlow and LiteRT aside).
+
     Batches are exactly ``batch_size`` windows (a bundle's last batch is padded to it, so XLA
     compiles one program). ``runtime`` is ``predict``'s: ``"keras"`` or ``"litert"`` (LiteRT
     on the worker's CPU, float32; converted once per loaded model, see
@@ -158,6 +190,8 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
         share_across_processes: bool = False,
         model_copies: int | None = None,
         runtime: str = "keras",
+        input_shape: tuple[int, int] | None = None,
+        load_context: Callable[[], contextlib.AbstractContextManager] | None = None,
         **options: Any,
     ) -> None:
         batch_count(batch_size)
@@ -176,6 +210,8 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
         self.tokens = tokens
         self.batch_size = batch_size
         self.runtime = runtime
+        self.input_shape = input_shape
+        self.load_context = load_context
         self.options = options
 
     def load_model(self) -> Any:
@@ -183,8 +219,11 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
         import eegdino_tf
 
         loader = eegdino_tf.load_classifier if self.classifier else eegdino_tf.load_encoder
-        with local_file(self.weights) as path:
-            model = loader(path, **self.options)
+        with (self.load_context or contextlib.nullcontext)():
+            with local_file(self.weights) as path:
+                model = loader(path, **self.options)
+            if self.runtime == "litert" and self.input_shape is not None:
+                model.litert_function(*self.input_shape)
         with _loads_lock:  # counted at the next batch: Beam metrics need a bundle
             _unreported_loads += 1
         return model
@@ -210,11 +249,42 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
         return [{k: v[i] for k, v in found.items()} for i in range(real)]
 
 
+class _WindowFailed(NamedTuple):
+    """What :class:`_IsolatingHandler` gives for a window the model failed on alone."""
+
+    error: str
+
+
+class _IsolatingHandler(EEGDinoModelHandler):
+    """:class:`EncodeCorpus`' handler: a batch that fails is run again window by window, so a
+    bad window (NaN samples, say) fails alone, not the recordings that share its batch; a
+    window that fails alone gives a :class:`_WindowFailed` in its place."""
+
+    def run_inference(
+        self,
+        batch: Sequence[np.ndarray],
+        model: Any,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[Any]:
+        try:
+            return super().run_inference(batch, model, inference_args)
+        except Exception as err:  # a window's failure is that window's recording's
+            if len(batch) == 1:
+                return [_WindowFailed(_one_line(err))]
+        return [out for x in batch for out in self.run_inference([x], model, inference_args)]
+
+
+def _one_line(error: BaseException) -> str:
+    """``Type: first line of the message``, as one line of ``errors.jsonl``."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 class _Failed(EEGDinoError):
     """A recording could not be read: ``stage`` and the original error."""
 
     def __init__(self, stage: str, error: BaseException) -> None:
-        super().__init__(f"{type(error).__name__}: {error}")
+        super().__init__(_one_line(error))
         self.stage = stage
 
 
@@ -222,24 +292,34 @@ class _ReadWindows(beam.DoFn):
     """A recording path -> its windows ``((recording, index, start_s), x)``; then its plan
     (tagged ``plan``), or one error (tagged ``error``); or ``skipped`` if it is done."""
 
-    def __init__(self, embeddings: str, opening: dict[str, Any], windowing: dict[str, Any]):
+    def __init__(
+        self, embeddings: str, opening: dict[str, Any], windowing: dict[str, Any], run: str
+    ) -> None:
         self.embeddings = embeddings
         self.opening = opening
         self.windowing = windowing
+        self.run = run
 
     def process(self, recording: str) -> Iterator[Any]:
+        progress = _progress.get(self.run)
         done = FileSystems.join(self.embeddings, output_name(recording))
         if FileSystems.exists(done):
             _counter("recordings_skipped")
+            if progress:
+                progress.finished(recording)
             yield beam.pvalue.TaggedOutput(_SKIPPED, (recording, done))
             return
         try:  # errors raised downstream of a yield are not _Failed and stop the pipeline
             for item in self._windows(recording):
                 if item[0] == _PLAN:
+                    if progress:
+                        progress.planned(recording, item[1]["windows"])
                     yield beam.pvalue.TaggedOutput(_PLAN, (recording, item[1]))
                 else:
                     yield item
         except _Failed as failed:
+            if progress:
+                progress.finished(recording)
             error = {"recording": recording, "stage": failed.stage, "error": str(failed)}
             yield beam.pvalue.TaggedOutput(_ERROR, (recording, error))
 
@@ -263,13 +343,13 @@ class _ReadWindows(beam.DoFn):
 
 
 def _exception_message(info: Any) -> str:
-    """A dead letter's exception -> ``"Type: message"``. Beam emits ``(type, repr,
-    traceback lines)`` (typed ``ExceptionInfo`` from 2.78); the traceback's last line is the
-    message as Python prints it. An exception object is taken as it is."""
+    """A dead letter's exception -> ``"Type: message"`` (its first line). Beam emits ``(type,
+    repr, traceback lines)`` (typed ``ExceptionInfo`` from 2.78), whose last entry is the
+    exception as Python prints it; an exception object (Beam 2.77) is taken as it is."""
     if isinstance(info, BaseException):
-        return f"{type(info).__name__}: {info}"
+        return _one_line(info)
     kind, text, lines = info
-    last = "".join(lines).rstrip().splitlines()[-1:] if lines else []
+    last = lines[-1].strip().splitlines()[:1] if lines else []
     return last[0] if last else f"{kind.__name__}: {text}"
 
 
@@ -280,6 +360,19 @@ def _failed_batch(failure: Any) -> Iterator[tuple[str, dict]]:
     message = _exception_message(info)
     for recording in sorted({key[0] for key, _ in batch}):
         yield recording, {"recording": recording, "stage": "inference", "error": message}
+
+
+def _row(item: tuple[tuple[str, int, float], Any], run: str) -> tuple[str, dict[str, Any]]:
+    """A window's ``((recording, index, start_s), outputs)`` -> ``(recording, row)``: its
+    ``outputs``, or the ``error`` it failed with alone."""
+    (recording, index, start_s), outputs = item
+    progress = _progress.get(run)
+    if progress:
+        progress.encoded(recording)
+    row = {"window": index, "start_s": start_s}
+    if isinstance(outputs, _WindowFailed):
+        return recording, {**row, "error": outputs.error}
+    return recording, {**row, "outputs": outputs}
 
 
 def _collect(item: tuple[str, dict[str, list]]) -> Iterator[Any]:
@@ -293,6 +386,15 @@ def _collect(item: tuple[str, dict[str, list]]) -> Iterator[Any]:
         return
     (plan,) = found[_PLAN]
     rows = sorted(found["rows"], key=lambda row: row["window"])
+    failed = [row for row in rows if "error" in row]
+    if failed:  # the windows the model failed on alone (the first of them is told)
+        _counter("recordings_failed")
+        row = failed[0]
+        error = f"window {row['window']} at {row['start_s']:g} s: {row['error']}"
+        yield beam.pvalue.TaggedOutput(
+            _ERROR, {"recording": recording, "stage": "inference", "error": error}
+        )
+        return
     if [row["window"] for row in rows] != list(range(plan["windows"])):
         _counter("recordings_failed")
         yield beam.pvalue.TaggedOutput(
@@ -362,21 +464,40 @@ def _rows_in(path: str) -> int:
         return pq.read_metadata(file).num_rows
 
 
-def _write_jsonl(pcoll: Any, output: str, name: str) -> Any:
-    """One JSON object per line, sorted, as the single file ``output/name`` (Beam's text
-    sink: a temporary file renamed into place when complete)."""
+class _TextSink(fileio.FileSink):
+    """One element, a str -> one file holding it (UTF-8)."""
+
+    def open(self, fh: Any) -> None:
+        self._fh = fh
+
+    def write(self, text: str) -> None:
+        self._fh.write(text.encode())
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+
+def _write_jsonl(pcoll: Any, output: str, name: str, temporary: str) -> Any:
+    """One JSON object per line, sorted, as the single file ``output/name`` (written under
+    ``temporary`` and renamed into place when complete)."""
     return (
         pcoll
         | f"All {name}" >> beam.combiners.ToList()
-        | f"Sort {name}" >> beam.FlatMap(lambda rows: sorted(rows, key=json.dumps))
-        | f"Encode {name}" >> beam.Map(json.dumps)
+        | f"Encode {name}"
+        >> beam.Map(lambda rows: "".join(f"{line}\n" for line in sorted(map(json.dumps, rows))))
         | f"Write {name}"
-        >> beam.io.WriteToText(FileSystems.join(output, name), shard_name_template="", num_shards=1)
+        >> fileio.WriteToFiles(
+            output,
+            file_naming=lambda *_: name,
+            sink=lambda _: _TextSink(),
+            temp_directory=StaticValueProvider(str, temporary),
+        )
     )
 
 
-def _keep_settings(output: str, settings: dict[str, Any]) -> None:
-    """Write ``settings`` to ``output/settings.json``, or refuse if it holds other ones."""
+def _keep_settings(output: str, settings: dict[str, Any]) -> bool:
+    """Write ``settings`` to ``output/settings.json``, or refuse if it holds other ones;
+    whether it was written now."""
     path = FileSystems.join(output, SETTINGS)
     wanted = json.loads(json.dumps(settings))
     if FileSystems.exists(path):
@@ -391,13 +512,14 @@ def _keep_settings(output: str, settings: dict[str, Any]) -> None:
                 f"{output} holds rows encoded with other settings ({differences}); use another "
                 "output, or the same settings to complete it"
             )
-        return
+        return False
     if not FileSystems.exists(output):
         FileSystems.mkdirs(output)
     partial = f"{path}.partial"
     with FileSystems.create(partial) as file:
         file.write(json.dumps(wanted, indent=1, sort_keys=True).encode())
     FileSystems.rename([partial], [path])
+    return True
 
 
 class CorpusOutputs(NamedTuple):
@@ -419,8 +541,9 @@ class EncodeCorpus(beam.PTransform):
     ``model_options`` (``precision``, ``norm_groups``, ...) go to
     :class:`EEGDinoModelHandler`. A recording given twice, or under two spellings of one local
     file (:func:`same_file_key`), is encoded once, under the first of its spellings in sort
-    order. See the module's documentation for
-    what is written.
+    order. ``load_context`` goes to the handler too. See the module's documentation for what is
+    written; the temporaries go under ``output/.tmp/<run>/``, ``run`` being this transform's
+    (a fresh one each).
     """
 
     weights: str
@@ -437,6 +560,10 @@ class EncodeCorpus(beam.PTransform):
     model_copies: int | None = None
     runtime: str = "keras"
     model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    load_context: Callable[[], contextlib.AbstractContextManager] | None = None
+    run: str = dataclasses.field(default_factory=_new_run, init=False)
+    #: Whether expanding this transform wrote ``settings.json`` (it was not there).
+    pinned: bool = dataclasses.field(default=False, init=False)
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -444,10 +571,10 @@ class EncodeCorpus(beam.PTransform):
         from eegdino_tf.io.windows import seconds_to_samples
 
         check_unit(self.unit)
-        seconds_to_samples(self.window, "window", whole_seconds=True)
+        shape = self.window_shape()
         if self.stride is not None:
             seconds_to_samples(self.stride, "stride", whole_seconds=False)
-        self.handler = EEGDinoModelHandler(
+        self.handler = _IsolatingHandler(
             str(self.weights),
             classifier=self.classifier,
             tokens=self.tokens,
@@ -455,6 +582,8 @@ class EncodeCorpus(beam.PTransform):
             share_across_processes=self.share_across_processes,
             model_copies=self.model_copies,
             runtime=self.runtime,
+            input_shape=shape,
+            load_context=self.load_context,
             **self.model_options,
         )
 
@@ -464,7 +593,7 @@ class EncodeCorpus(beam.PTransform):
         return {
             "weights": str(self.weights),
             "classifier": self.classifier,
-            "channels": None if channels is None else [c.strip() for c in channels],
+            "channels": None if channels is None else [c.strip() for c in channels if c.strip()],
             "unit": self.unit,
             "window": self.window,
             "stride": self.stride,
@@ -473,9 +602,21 @@ class EncodeCorpus(beam.PTransform):
             **self.model_options,
         }
 
-    def expand(self, paths: Any) -> CorpusOutputs:
+    def window_shape(self) -> tuple[int, int]:
+        """``(channels, samples)`` of every window this transform encodes."""
+        from eegdino_tf.io import STANDARD_CHANNELS
+        from eegdino_tf.io.windows import seconds_to_samples
+
+        channels = self.settings()["channels"] or STANDARD_CHANNELS
+        return len(channels), seconds_to_samples(self.window, "window", whole_seconds=True)
+
+    def temporary(self) -> str:
+        """This run's folder of temporaries: ``output/.tmp/<run>``."""
+        return FileSystems.join(str(self.output), TEMPORARY, self.run)
+
+    def expand(self, paths):  # -> CorpusOutputs (a hint Beam would warn about)
         output = str(self.output)
-        _keep_settings(output, self.settings())
+        self.pinned = _keep_settings(output, self.settings())
         embeddings = FileSystems.join(output, EMBEDDINGS)
         windowing = {"window": self.window, "stride": self.stride, "pad_tail": self.pad_tail}
         opening = {"channels": self.channels, "unit": self.unit}
@@ -485,7 +626,7 @@ class EncodeCorpus(beam.PTransform):
             | "Once each" >> beam.CombinePerKey(min)  # one spelling of each file
             | "Paths" >> beam.Values()
             | "Read windows"
-            >> beam.ParDo(_ReadWindows(embeddings, opening, windowing)).with_outputs(
+            >> beam.ParDo(_ReadWindows(embeddings, opening, windowing, self.run)).with_outputs(
                 _PLAN, _ERROR, _SKIPPED, main="windows"
             )
         )
@@ -493,12 +634,7 @@ class EncodeCorpus(beam.PTransform):
             read.windows
             | "Encode" >> RunInference(KeyedModelHandler(self.handler)).with_exception_handling()
         )
-        rows = results | "Rows" >> beam.Map(
-            lambda kv: (
-                kv[0][0],
-                {"window": kv[0][1], "start_s": kv[0][2], "outputs": kv[1]},
-            )
-        )
+        rows = results | "Rows" >> beam.Map(_row, self.run)
         failures = (
             read[_ERROR],
             dead.failed_inferences | "Failed batches" >> beam.FlatMap(_failed_batch),
@@ -514,7 +650,7 @@ class EncodeCorpus(beam.PTransform):
             file_naming=_file_name,
             destination=lambda record: record[0],
             sink=sink,
-            temp_directory=StaticValueProvider(str, FileSystems.join(output, TEMPORARY)),
+            temp_directory=StaticValueProvider(str, self.temporary()),
         )
         finished = beam.pvalue.AsDict(
             files | "Finished" >> beam.Map(lambda f: (f.destination, f.file_name))
@@ -540,8 +676,9 @@ class EncodeCorpus(beam.PTransform):
         failed = errors | "Failed" >> beam.Map(
             lambda e: {**e, "status": "failed", "windows": None, "file": None}
         )
-        _write_jsonl(errors, output, ERRORS)
-        _write_jsonl((written, skipped, failed) | "Report" >> beam.Flatten(), output, REPORT)
+        _write_jsonl(errors, output, ERRORS, self.temporary())
+        report = (written, skipped, failed) | "Report" >> beam.Flatten()
+        _write_jsonl(report, output, REPORT, self.temporary())
         return CorpusOutputs(written, skipped, errors)
 
 
@@ -549,14 +686,35 @@ def _has_wildcard(pattern: str) -> bool:
     return any(char in pattern for char in "*?[")
 
 
+def match_recordings(patterns: Sequence[str] | str) -> list[str]:
+    """Globs and plain paths -> recording paths, matched now, as the shell matches them.
+
+    A path that exists is taken as it is (``rec[1].edf`` too); a local glob is matched with
+    :func:`glob.glob` (relative to the working directory, ``**`` for zero or more folders,
+    names starting with ``.`` matched only by a pattern that spells the dot) and keeps the
+    files; a glob on another filesystem Beam knows (``gs://``, ``s3://``) is matched with
+    ``FileSystems.match`` (``**/`` for zero folders too). A plain path that does not exist is
+    kept, so it is reported in ``errors.jsonl``, not dropped. Each path once, in order.
+    """
+    found: dict[str, None] = {}
+    for pattern in [patterns] if isinstance(patterns, str) else patterns:
+        pattern = str(pattern)
+        if not _has_wildcard(pattern) or FileSystems.exists(pattern):
+            found[pattern] = None
+        elif _on_local_disk(pattern):
+            matches = glob.glob(pattern, recursive=True)
+            found.update(dict.fromkeys(sorted(p for p in matches if os.path.isfile(p))))
+        else:
+            variants = [pattern, pattern.replace("/**/", "/")] if "/**/" in pattern else [pattern]
+            results = FileSystems.match(variants)
+            found.update(dict.fromkeys(sorted(m.path for r in results for m in r.metadata_list)))
+    return list(found)
+
+
 @dataclasses.dataclass(eq=False)
 class MatchRecordings(beam.PTransform):
-    """Globs (``recordings/**/*.edf``) and plain paths -> recording paths (``PCollection``).
-
-    Globs are matched with ``fileio.MatchAll`` on any filesystem Beam knows (``**/`` matches
-    zero or more folders, as in the shell, where Beam's own ``**`` needs one); plain paths are
-    passed on as they are, so a missing one is reported in ``errors.jsonl``, not dropped.
-    """
+    """Globs (``recordings/**/*.edf``) and plain paths -> recording paths (``PCollection``),
+    matched when the pipeline is built, by :func:`match_recordings`."""
 
     patterns: Sequence[str] | str
 
@@ -567,24 +725,34 @@ class MatchRecordings(beam.PTransform):
         self.patterns = [str(pattern) for pattern in self.patterns]
 
     def expand(self, begin: Any) -> Any:
-        globs = [p for p in self.patterns if _has_wildcard(p)]
-        globs += [p.replace("/**/", "/") for p in globs if "/**/" in p]  # zero folders too
-        plain = [p for p in self.patterns if not _has_wildcard(p)]
-        matched = (
-            begin
-            | "Globs" >> beam.Create(globs)
-            | "Match" >> fileio.MatchAll()
-            | "Paths" >> beam.Map(lambda metadata: metadata.path)
-        )
-        given = begin | "Plain paths" >> beam.Create(plain)
-        return (matched, given) | "All paths" >> beam.Flatten()
+        return begin | "Paths" >> beam.Create(match_recordings(self.patterns))
+
+
+def read_manifest(manifest: str) -> list[str]:
+    """The recording paths a manifest lists: one per line, ``#`` comments and blank lines
+    skipped, used as written (relative paths are relative to the workers' working directory,
+    as on the command line). Read now, through Beam's ``FileSystems`` (``.gz`` too)."""
+    manifest = str(manifest)
+    if not FileSystems.exists(manifest):
+        raise RecordingError(f"manifest={manifest!r}: no such file")
+    try:
+        with FileSystems.open(manifest) as file:
+            text = file.read().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise RecordingError(
+            f"manifest={manifest!r} is not UTF-8 text (byte {err.start}); expected one "
+            "recording path per line"
+        ) from None
+    except OSError as err:
+        raise RecordingError(f"manifest={manifest!r} cannot be read: {_one_line(err)}") from None
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 @dataclasses.dataclass(eq=False)
 class ReadManifest(beam.PTransform):
-    """A text file with one recording path per line (``#`` comments and blank lines skipped)
-    -> recording paths, used as written (relative paths are relative to the workers' working
-    directory, as on the command line)."""
+    """A manifest (see :func:`read_manifest`) -> its recording paths (``PCollection``),
+    read when the pipeline is built."""
 
     manifest: str
 
@@ -592,16 +760,12 @@ class ReadManifest(beam.PTransform):
         super().__init__()
 
     def expand(self, begin: Any) -> Any:
-        return (
-            begin
-            | "Read manifest" >> beam.io.ReadFromText(str(self.manifest))
-            | "Strip" >> beam.Map(str.strip)
-            | "Paths only" >> beam.Filter(lambda line: bool(line) and not line.startswith("#"))
-        )
+        return begin | "Paths" >> beam.Create(read_manifest(self.manifest))
 
 
 def _check_weights(weights: str, classifier: bool, options: dict[str, Any]) -> None:
-    """A local weight file is read and checked now (a remote one when the workers load it)."""
+    """A local weight file is read and checked now, as the workers will load it (a remote
+    one when they do): its tensors, its group count, its head."""
     if not FileSystems.exists(weights):
         raise WeightsError(f"weights={weights!r}: no such file")
     if not _on_local_disk(weights):
@@ -609,22 +773,194 @@ def _check_weights(weights: str, classifier: bool, options: dict[str, Any]) -> N
     from eegdino_tf.weights import describe_weights
 
     names = ("norm_groups", "num_heads", "check_weights")
-    overrides = {k: v for k, v in options.items() if k in names}
-    if classifier and not describe_weights(weights, **overrides)["head"]:
+    described = describe_weights(weights, **{k: v for k, v in options.items() if k in names})
+    if described["norm_groups_unknown"]:
+        raise WeightsError(f"{weights}: {described['norm_groups_unknown']}")
+    if classifier and not described["head"]:
         raise MissingHeadError(
             f"{weights} holds an encoder without a classification head; encode with the "
             "encoder (without classifier=True)"
         )
 
 
-def _remove_empty_folders(folder: str) -> None:
-    """Remove ``folder`` (local) and the folders under it that hold no file; one that holds a
-    file (another run's temporary, say) stays, with the folders above it."""
-    if not _on_local_disk(folder):
-        return  # object stores have no empty folders
-    for parent, _, _ in os.walk(folder, topdown=False):  # the deepest first
+def _check_output(output: str) -> None:
+    """Make a local ``output`` folder now, or say in one line why it cannot be."""
+    if not _on_local_disk(output):
+        return
+    if os.path.lexists(output) and not os.path.isdir(output):
+        raise OutputError(f"output={output!r} is a file, not a folder")
+    try:
+        os.makedirs(output, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output):
+            pass
+    except OSError as err:
+        parents = [os.path.dirname(output)]
+        while parents[-1] != os.path.dirname(parents[-1]):
+            parents.append(os.path.dirname(parents[-1]))
+        blocking = next((p for p in parents if os.path.isfile(p)), None)
+        reason = f"{blocking} is a file, not a folder" if blocking else err.strerror or str(err)
+        raise OutputError(f"cannot write output={output!r}: {reason}") from None
+
+
+def _held(lock: str) -> bool:
+    """Whether a live process holds the ``flock`` on ``lock`` (a missing file: no)."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # and with it the lock this took, if it took one
+    return False
+
+
+def _lock_run(output: str, run: str) -> int | None:
+    """Hold this run's lock in a local ``output`` (``.tmp/<run>.lock``, exclusive ``flock``,
+    released by the kernel when the process ends, ``kill -9`` too) and remove what runs that
+    no longer hold theirs left: their ``.tmp/`` entries, and ``beam-temp-*`` folders (made by
+    earlier versions, which wrote ``errors.jsonl`` with ``WriteToText``). The lock's
+    descriptor; None on another filesystem (no locks there: nothing is removed)."""
+    if not _on_local_disk(output):
+        return None
+    import fcntl
+
+    folder = os.path.join(output, TEMPORARY)
+    lock = os.path.join(folder, run + _LOCK)
+    while True:  # a cleanup by another run may unlink the file between open and flock
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        os.close(fd)
+    for entry in os.scandir(folder):
+        name = entry.name.removesuffix(_LOCK)
+        if name != run and not _held(os.path.join(folder, name + _LOCK)):
+            _remove(entry.path)
+    for entry in os.scandir(output):
+        if entry.name.startswith("beam-temp-") and entry.is_dir(follow_symlinks=False):
+            _remove(entry.path)
+    return fd
+
+
+def _remove(path: str) -> None:
+    """Remove a file or a folder (local), what is already gone included."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _others_live(output: str, run: str) -> bool:
+    """Whether another run holds its lock in a local ``output`` now."""
+    folder = os.path.join(output, TEMPORARY)
+    if not (_on_local_disk(output) and os.path.isdir(folder)):
+        return False
+    locks = [e.name for e in os.scandir(folder) if e.name.endswith(_LOCK)]
+    return any(name != run + _LOCK and _held(os.path.join(folder, name)) for name in locks)
+
+
+def _end_run(transform: EncodeCorpus, lock: int | None) -> None:
+    """Remove this run's temporaries, the ``settings.json`` it wrote if no row was written
+    (and no other run is live there), then its lock, and ``.tmp/`` if it is left empty."""
+    output = str(transform.output)
+    folder = transform.temporary()
+    if FileSystems.exists(folder):
+        FileSystems.delete([folder])
+    embeddings = FileSystems.join(output, EMBEDDINGS, "*.parquet")
+    if transform.pinned and not _others_live(output, transform.run):
+        if not FileSystems.match([embeddings])[0].metadata_list:
+            FileSystems.delete([FileSystems.join(output, SETTINGS)])
+    if lock is not None:
+        _remove(os.path.join(output, TEMPORARY, transform.run + _LOCK))
+        os.close(lock)
         with contextlib.suppress(OSError):
-            os.rmdir(parent)
+            os.rmdir(os.path.join(output, TEMPORARY))
+
+
+class _Progress:
+    """Recordings done of ``total`` and windows encoded per second, as one line passed to
+    ``write`` at most every ``every`` seconds of ``clock`` (thread-safe). A recording is done
+    when all its windows are encoded, or it is skipped or failed before that."""
+
+    def __init__(
+        self,
+        total: int,
+        write: Callable[[str], Any],
+        clock: Callable[[], float] = time.monotonic,
+        every: float = PROGRESS_EVERY_S,
+    ) -> None:
+        self.total, self.write, self.clock, self.every = total, write, clock, every
+        self.started = self.last = clock()
+        self.windows = 0
+        self.done: set[str] = set()
+        self._planned: dict[str, int] = {}
+        self._encoded: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def planned(self, recording: str, windows: int) -> None:
+        with self._lock:
+            self._planned[recording] = windows
+            self._update(recording)
+
+    def encoded(self, recording: str) -> None:
+        with self._lock:
+            self.windows += 1
+            self._encoded[recording] = self._encoded.get(recording, 0) + 1
+            self._update(recording)
+
+    def finished(self, recording: str) -> None:
+        with self._lock:
+            self.done.add(recording)
+            self._report()
+
+    def line(self, done: int, windows: int) -> str:
+        rate = windows / max(self.clock() - self.started, 1e-9)
+        return f"progress: {done}/{self.total} recordings, {windows} windows, {rate:.1f} windows/s"
+
+    def _update(self, recording: str) -> None:
+        if self._encoded.get(recording) == self._planned.get(recording):
+            self.done.add(recording)
+        self._report()
+
+    def _report(self) -> None:
+        if self.clock() - self.last >= self.every:
+            self.last = self.clock()
+            self.write(self.line(len(self.done), self.windows))
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[threading.Event]:
+    """Set the event on Ctrl-C (SIGINT) during the block, which still raises
+    ``KeyboardInterrupt``: Beam turns it into other errors (``RuntimeError: KeyboardInterrupt
+    [while running ...]``), and the event tells them apart. Only where Python's own handler
+    is in place, in the main thread."""
+    event = threading.Event()
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield event
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        event.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def encode_corpus(
@@ -634,15 +970,24 @@ def encode_corpus(
     patterns: Sequence[str] | str = (),
     manifest: str | None = None,
     pipeline_options: Any = None,
+    progress: bool = False,
     **settings: Any,
 ) -> dict[str, Any]:
-    """Run :class:`EncodeCorpus` over ``patterns`` (globs or paths) and/or a ``manifest``.
+    """Run :class:`EncodeCorpus` over ``patterns`` (globs or paths, :func:`match_recordings`)
+    and/or a ``manifest`` (:func:`read_manifest`).
 
     ``settings`` are :class:`EncodeCorpus`'s fields (``classifier``, ``channels``,
     ``window``, ..., ``model_options``); ``pipeline_options`` is a Beam ``PipelineOptions``
     or a list of flags (``["--runner=FlinkRunner", ...]``; default: the DirectRunner in this
-    process). Returns ``recordings`` (the lines of ``recordings.jsonl``, this run's) and
+    process). ``progress=True`` writes ``done/total recordings, windows, windows/s`` to stderr
+    at most every :data:`PROGRESS_EVERY_S` seconds (from the workers in this process) and
+    once at the end. Returns ``recordings`` (the lines of ``recordings.jsonl``, this run's) and
     ``metrics`` (this pipeline's :data:`COUNTERS`, summed over workers).
+
+    Before the pipeline starts: an error if no recording is given or matched, the weights do
+    not load, the manifest is missing or the output cannot be written. A run that fails or is
+    interrupted (``KeyboardInterrupt``, raised as it is) leaves no temporary, and no
+    ``settings.json`` unless a row was written.
     """
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -654,23 +999,45 @@ def encode_corpus(
         )
     transform = EncodeCorpus(str(weights), str(output), **settings)
     _check_weights(str(weights), transform.classifier, transform.model_options)
+    recordings = match_recordings(patterns) if patterns else []
+    if manifest is not None:
+        recordings += read_manifest(manifest)
+    if not recordings:
+        given = [f"patterns={list(patterns)!r}"] if patterns else []
+        given += [f"manifest={str(manifest)!r}"] if manifest is not None else []
+        raise RecordingError(
+            f"0 recordings: {' and '.join(given)} match no file (relative paths from {os.getcwd()})"
+        )
+    _check_output(str(output))
     if not isinstance(pipeline_options, PipelineOptions):
         pipeline_options = PipelineOptions(list(pipeline_options or []))
-    pipeline = beam.Pipeline(options=pipeline_options)
-    sources = []
-    if patterns:
-        sources.append(pipeline | "Match recordings" >> MatchRecordings(list(patterns)))
-    if manifest is not None:
-        sources.append(pipeline | "Manifest" >> ReadManifest(str(manifest)))
-    _ = sources | "Recordings" >> beam.Flatten() | "Encode corpus" >> transform
-    result = pipeline.run()
-    result.wait_until_finish()
-    _remove_empty_folders(FileSystems.join(str(output), TEMPORARY))
+    total = len({same_file_key(path) for path in recordings})
+    tracker = _Progress(total, _stderr) if progress else None
+    lock = _lock_run(str(output), transform.run)
+    try:
+        with _interrupts() as interrupted:
+            try:
+                if tracker:
+                    _progress[transform.run] = tracker
+                pipeline = beam.Pipeline(options=pipeline_options)
+                paths = pipeline | "Recordings" >> beam.Create(recordings)
+                _ = paths | "Encode corpus" >> transform
+                result = pipeline.run()
+                result.wait_until_finish()
+            except Exception:
+                if interrupted.is_set():  # what Beam made of Ctrl-C
+                    raise KeyboardInterrupt from None
+                raise
+    finally:
+        _progress.pop(transform.run, None)
+        _end_run(transform, lock)
     counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))
     metrics = dict.fromkeys(COUNTERS, 0)
     for counter in counters["counters"]:
         name = counter.key.metric.name
         metrics[name] = metrics.get(name, 0) + int(counter.committed or counter.attempted or 0)
+    if tracker:
+        tracker.write(tracker.line(total, metrics["windows_read"]))
     report = FileSystems.join(str(output), REPORT)
     with FileSystems.open(report, compression_type=CompressionTypes.UNCOMPRESSED) as file:
         recordings = [json.loads(line) for line in file.read().decode().splitlines() if line]

@@ -20,7 +20,6 @@ from eegdino_tf import cli  # noqa: E402
 from eegdino_tf.beam import (  # noqa: E402
     EEGDinoModelHandler,
     _collect,
-    _remove_empty_folders,
     encode_corpus,
     output_name,
 )
@@ -114,22 +113,6 @@ def test_errors_name_exactly_the_corrupt_file(corpus, run):
     written = sorted(p.name for p in (output / "embeddings").iterdir())
     assert written == sorted(output_name(str(corpus / name)) for name in CORPUS)
     assert not (output / ".tmp").exists()  # no temporaries left, nor their emptied folders
-
-
-def test_cleanup_keeps_a_temporary_folder_that_holds_a_file(tmp_path):
-    """Another run's temporary (a file) survives the cleanup, with the folders above it."""
-    (tmp_path / ".tmp" / "a" / "b").mkdir(parents=True)
-    (tmp_path / ".tmp" / "c").mkdir()
-    (tmp_path / ".tmp" / "c" / "part").write_bytes(b"x")
-    _remove_empty_folders(str(tmp_path / ".tmp"))
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
-        ".tmp",
-        ".tmp/c",
-        ".tmp/c/part",
-    ]
-    (tmp_path / ".tmp" / "c" / "part").unlink()
-    _remove_empty_folders(str(tmp_path / ".tmp"))
-    assert not (tmp_path / ".tmp").exists()
 
 
 def test_rerun_skips_done_recordings_and_gives_the_same_rows(corpus, run, tmp_path):

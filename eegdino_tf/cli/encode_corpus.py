@@ -11,6 +11,7 @@ from eegdino_tf.cli.options import (
     add_model_options,
     add_runtime,
     model_options,
+    stderr_set_aside,
 )
 
 RUNNERS = ("DirectRunner", "PrismRunner", "FlinkRunner", "SparkRunner", "DataflowRunner")
@@ -59,30 +60,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.disable(logging.WARNING)  # Beam's import warns about Google Cloud clients it lacks
+    # Beam logs what the command says in its own words (a failed run's traceback, warnings
+    # about Google Cloud clients it lacks, memory it cannot measure): its log is kept quiet.
+    logging.disable(logging.ERROR)
     try:
         from eegdino_tf.beam import ERRORS, encode_corpus
+
+        result = encode_corpus(
+            args.weights,
+            args.output,
+            patterns=args.patterns,
+            manifest=args.manifest,
+            pipeline_options=[f"--runner={args.runner}", *args.pipeline_options],
+            progress=True,
+            classifier=args.classifier,
+            channels=args.channels,
+            unit=args.unit,
+            window=args.window,
+            stride=args.stride,
+            pad_tail=args.pad_tail,
+            tokens=args.tokens,
+            batch_size=args.batch_size,
+            model_copies=args.model_copies,
+            runtime=args.runtime,
+            model_options=model_options(args),
+            load_context=stderr_set_aside,  # TensorFlow's and LiteRT's C++ log lines
+        )
     finally:
         logging.disable(logging.NOTSET)
-
-    result = encode_corpus(
-        args.weights,
-        args.output,
-        patterns=args.patterns,
-        manifest=args.manifest,
-        pipeline_options=[f"--runner={args.runner}", *args.pipeline_options],
-        classifier=args.classifier,
-        channels=args.channels,
-        unit=args.unit,
-        window=args.window,
-        stride=args.stride,
-        pad_tail=args.pad_tail,
-        tokens=args.tokens,
-        batch_size=args.batch_size,
-        model_copies=args.model_copies,
-        runtime=args.runtime,
-        model_options=model_options(args),
-    )
     statuses: dict[str, int] = {}
     for line in result["recordings"]:
         status = line["status"]
