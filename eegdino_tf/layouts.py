@@ -91,16 +91,12 @@ def _rename(key: str, renames: dict[str, str]) -> str:
     return key if old is None else renames[old] + key[len(old) :]
 
 
-def _has_key(start: str) -> Callable[[str, Collection[str]], bool]:
-    return lambda prefix, keys: any(k.startswith(start) for k in keys)
-
-
 LAYOUTS: tuple[Layout, ...] = (
     # Detection tries these in order and takes the first that recognises the file.
     Layout(
         "braindecode",
         "braindecode's EEGDINO: released encoder names, head under final_layer.*",
-        recognise=_has_key("final_layer."),
+        recognise=lambda prefix, keys: any(k.startswith("final_layer.") for k in keys),
         renames=(
             ("full_linear.", "final_layer.token_proj.0."),
             ("channel_linear.", "final_layer.time_proj.0."),
