@@ -783,11 +783,13 @@ def _check_weights(weights: str, classifier: bool, options: dict[str, Any]) -> N
         )
 
 
-def _check_output(output: str) -> None:
-    """Make a local ``output`` folder now, or say in one line why it cannot be."""
+def _check_output(output: str) -> bool:
+    """Make a local ``output`` folder now, or say in one line why it cannot be; whether it
+    was made now."""
     if not _on_local_disk(output):
-        return
-    if os.path.lexists(output) and not os.path.isdir(output):
+        return False
+    made = not os.path.lexists(output)
+    if not made and not os.path.isdir(output):
         raise OutputError(f"output={output!r} is a file, not a folder")
     try:
         os.makedirs(output, exist_ok=True)
@@ -800,6 +802,7 @@ def _check_output(output: str) -> None:
         blocking = next((p for p in parents if os.path.isfile(p)), None)
         reason = f"{blocking} is a file, not a folder" if blocking else err.strerror or str(err)
         raise OutputError(f"cannot write output={output!r}: {reason}") from None
+    return made
 
 
 def _held(lock: str) -> bool:
@@ -867,9 +870,10 @@ def _others_live(output: str, run: str) -> bool:
     return any(name != run + _LOCK and _held(os.path.join(folder, name)) for name in locks)
 
 
-def _end_run(transform: EncodeCorpus, lock: int | None) -> None:
+def _end_run(transform: EncodeCorpus, lock: int | None, made: bool) -> None:
     """Remove this run's temporaries, the ``settings.json`` it wrote if no row was written
-    (and no other run is live there), then its lock, and ``.tmp/`` if it is left empty."""
+    (and no other run is live there), then its lock, ``.tmp/`` if it is left empty, and the
+    output folder if this run ``made`` it and it is left empty."""
     output = str(transform.output)
     folder = transform.temporary()
     if FileSystems.exists(folder):
@@ -883,6 +887,8 @@ def _end_run(transform: EncodeCorpus, lock: int | None) -> None:
         os.close(lock)
         with contextlib.suppress(OSError):
             os.rmdir(os.path.join(output, TEMPORARY))
+            if made:
+                os.rmdir(output)
 
 
 class _Progress:
@@ -1008,7 +1014,7 @@ def encode_corpus(
         raise RecordingError(
             f"0 recordings: {' and '.join(given)} match no file (relative paths from {os.getcwd()})"
         )
-    _check_output(str(output))
+    made = _check_output(str(output))
     if not isinstance(pipeline_options, PipelineOptions):
         pipeline_options = PipelineOptions(list(pipeline_options or []))
     total = len({same_file_key(path) for path in recordings})
@@ -1030,7 +1036,7 @@ def encode_corpus(
                 raise
     finally:
         _progress.pop(transform.run, None)
-        _end_run(transform, lock)
+        _end_run(transform, lock, made)
     counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))
     metrics = dict.fromkeys(COUNTERS, 0)
     for counter in counters["counters"]:
