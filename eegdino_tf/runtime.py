@@ -30,7 +30,7 @@ from eegdino_tf.layers import (
     check_eeg_shape,
     graph_form,
 )
-from eegdino_tf.litert import LiteRTFunction
+from eegdino_tf.litert import LiteRTFunction, weights_fingerprint
 
 
 class EEGModel(keras.Model):
@@ -158,34 +158,25 @@ class EEGModel(keras.Model):
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def litert_function(self, channels: int, samples: int) -> LiteRTFunction:
-        """The model converted for LiteRT at this input shape (any batch), made on first use
-        and kept until the weights change through Keras (:meth:`reset_litert`)."""
-        cache = self.__dict__.setdefault("_litert_functions", {})
-        if (channels, samples) not in cache:  # one conversion, also for threads that share us
-            with self.__dict__.setdefault("_litert_lock", threading.Lock()):
-                if (channels, samples) not in cache:
-                    cache[channels, samples] = LiteRTFunction(self, channels, samples)
-        return cache[channels, samples]
+        """The model converted for LiteRT at this input shape (any batch): made on first use,
+        and made again whenever the weights are no longer those it was made from, however they
+        changed (``fit``, ``set_weights``, ``assign``, a training step of one's own, a
+        checkpoint read, through this model, a model it is part of or a part of it): checked
+        on every call (:func:`~eegdino_tf.litert.weights_fingerprint`)."""
+        weights = weights_fingerprint(self)
+        # One conversion at a time, also for threads that share us.
+        with self.__dict__.setdefault("_litert_lock", threading.Lock()):
+            cache = self.__dict__.setdefault("_litert_functions", {})
+            for shape in [s for s, made in cache.items() if not made.made_from(weights)]:
+                del cache[shape]  # stale: freed before converting again
+            if (channels, samples) not in cache:
+                cache[channels, samples] = LiteRTFunction(self, channels, samples)
+            return cache[channels, samples]
 
     def reset_litert(self) -> None:
-        """Forget the LiteRT conversions (they hold the weights they were made from)."""
+        """Forget the LiteRT conversions now, freeing their memory (a conversion whose weights
+        changed is replaced on its next use anyway)."""
         self.__dict__.pop("_litert_functions", None)
-
-    def fit(self, *args: Any, **kwargs: Any) -> Any:
-        self.reset_litert()
-        return super().fit(*args, **kwargs)
-
-    def train_on_batch(self, *args: Any, **kwargs: Any) -> Any:
-        self.reset_litert()
-        return super().train_on_batch(*args, **kwargs)
-
-    def set_weights(self, weights: Any) -> None:
-        self.reset_litert()
-        super().set_weights(weights)
-
-    def load_weights(self, *args: Any, **kwargs: Any) -> Any:
-        self.reset_litert()
-        return super().load_weights(*args, **kwargs)
 
     @property
     def num_heads(self) -> int:

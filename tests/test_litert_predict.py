@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 
+import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -120,3 +122,83 @@ def test_litert_conversion_too_big_for_memory_is_refused_before_converting(monke
     with pytest.raises(ConfigError, match=r"takes about .* GiB \(45x its float32 weights\)"):
         model.predict(load_io("tiny")["raw_uv"], verbose=0, runtime="litert")
     assert not model.__dict__.get("_litert_functions")
+
+
+def _scaled(weights: list, factor: float = 0.5) -> list:
+    return [w * factor for w in weights]
+
+
+def _encoder_set_weights(classifier, x, tmp_path):
+    classifier.encoder.set_weights(_scaled(classifier.encoder.get_weights()))
+
+
+def _fit(classifier, x, tmp_path):
+    classifier.compile(
+        optimizer=keras.optimizers.SGD(0.5),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    classifier.fit(x, np.array([0, 1, 2]), epochs=1, batch_size=3, verbose=0)
+
+
+def _assign(classifier, x, tmp_path):
+    for variable in classifier.encoder.weights:
+        variable.assign(variable * 0.5)
+
+
+def _own_training_step(classifier, x, tmp_path):
+    @tf.function
+    def step(eeg):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(classifier(eeg, training=False) ** 2)
+        variables = classifier.trainable_variables
+        for variable, grad in zip(variables, tape.gradient(loss, variables), strict=True):
+            variable.assign_sub(0.5 * grad)
+
+    step(tf.constant(x))
+
+
+def _checkpoint_read(classifier, x, tmp_path):
+    other = eegdino_tf.load_classifier(
+        fixture_path("tiny_classifier.safetensors"), **OVERRIDES["tiny"]
+    )
+    other.set_weights(_scaled(other.get_weights()))
+    path = tf.train.Checkpoint(model=other).write(str(tmp_path / "ckpt"))
+    tf.train.Checkpoint(model=classifier).read(path).assert_existing_objects_matched()
+
+
+@pytest.mark.parametrize(
+    "change", [_encoder_set_weights, _fit, _assign, _own_training_step, _checkpoint_read]
+)
+@pytest.mark.parametrize("which", ["classifier", "encoder"])
+def test_litert_answers_from_the_current_weights_however_they_changed(change, which, tmp_path):
+    # The conversion is made (for the classifier, or its encoder), the weights change in one
+    # of the ways Keras and TensorFlow offer, through the classifier or its encoder, and the
+    # next LiteRT call answers from the new weights.
+    classifier = eegdino_tf.load_classifier(
+        fixture_path("tiny_classifier.safetensors"), **OVERRIDES["tiny"]
+    )
+    model = classifier if which == "classifier" else classifier.encoder
+    x = load_io("tiny")["raw_uv"]
+    before = model.predict(x, verbose=0, runtime="litert")
+    change(classifier, x, tmp_path)
+    keras_after = model.predict(x, verbose=0)
+    assert nrmse(keras_after, before) > 1e-3  # the weights did change what the model says
+    assert nrmse(model.predict(x, verbose=0, runtime="litert"), keras_after) <= TOLERANCE
+
+
+def test_the_weights_fingerprint_sees_a_change_of_one_value_and_a_transpose():
+    from eegdino_tf.litert import weights_fingerprint
+
+    model = eegdino_tf.build_encoder(eegdino_tf.get_config("small", depth=1))
+    first = weights_fingerprint(model)
+    assert first.dtype == np.int32 and np.array_equal(weights_fingerprint(model), first)
+    kernel = next(v for v in model.weights if v.path.endswith("attn/proj/kernel"))  # [D, D]
+    value = kernel.numpy()
+    kernel.assign(value.T)
+    assert not np.array_equal(weights_fingerprint(model), first)
+    value[3, 5] = np.nextafter(value[3, 5], np.inf)  # one ulp of one weight
+    kernel.assign(value)
+    assert not np.array_equal(weights_fingerprint(model), first)
+    value[3, 5] = np.nextafter(value[3, 5], -np.inf)
+    kernel.assign(value)
+    assert np.array_equal(weights_fingerprint(model), first)
