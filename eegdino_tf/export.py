@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.metadata
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,11 @@ MIN_INT8_COSINE = 0.99
 #: Batch of the self-check probe for artifacts with a dynamic batch (not 1, to prove it).
 PROBE_BATCH = 2
 MIN_OPSET = 17
+#: The SavedModel's narrow signatures: their outputs, where ``serving_default`` has them all.
+NARROW_SIGNATURES = {
+    "embed": ("global_token", "mean_token"),
+    "classify": ("logits", "probabilities"),
+}
 #: Timed batch-1 calls of the written artifact (the report gives their median).
 LATENCY_CALLS = 5
 
@@ -129,40 +135,119 @@ def export_saved_model(
     version: int = 1,
     force: bool = False,
     latency_calls: int = LATENCY_CALLS,
+    warmup: str | Sequence[int] = (),
+    serving_config: bool = False,
+    model_name: str | None = None,
+    base_path: str | None = None,
+    weights_file: str | os.PathLike | None = None,
+    channel_names: Sequence[str] | None = None,
 ) -> ExportReport:
     """Write a TF Serving SavedModel to ``output_dir/<version>/``.
 
-    Signature ``serving_default``: input ``eeg`` float32 ``[batch, channels, samples]``
-    (dynamic batch); outputs ``tokens``, ``global_token`` (token 0) and ``mean_token`` (mean
-    of the patch tokens) for an encoder, ``logits`` and ``probabilities`` for a classifier;
-    a Keras model of your own (say ``Input -> encoder -> Dense``) keeps its output names.
+    Signatures, each taking ``eeg`` float32 ``[batch, channels, samples]`` (dynamic batch):
+    ``serving_default`` gives ``tokens``, ``global_token`` (token 0) and ``mean_token`` (mean
+    of the patch tokens) for an encoder, ``logits`` and ``probabilities`` for a classifier; a
+    Keras model of your own (say ``Input -> encoder -> Dense``) keeps its output names.
+    ``embed`` (an encoder) gives ``global_token`` and ``mean_token`` only (8 bytes per
+    feature and window on the wire instead of the whole token grid); ``classify`` (a
+    classifier) gives ``logits`` and ``probabilities``. Each signature is self-checked.
+
+    ``assets.extra/eegdino.json`` records what the bundle expects (:mod:`eegdino_tf.artifact`;
+    ``weights_file`` adds its SHA-256, ``channel_names`` the montage in slot order).
+    ``warmup`` (batch sizes, ``"1,8"``) writes TF Serving's warm-up records for every
+    signature; ``serving_config`` times the exported model and writes ``models.config`` and
+    ``batching_parameters.txt`` beside the version folders (:mod:`eegdino_tf.serving`), for a
+    model named ``model_name`` (default: the folder's name) at ``base_path`` (default: the
+    folder's absolute path; ``/models/NAME`` in TF Serving's Docker image).
     """
     import tensorflow as tf
 
+    from eegdino_tf import artifact, serving
+
     if version < 1:
         raise ExportError(f"version must be a positive integer, got {version}")
+    sizes = serving.parse_batch_sizes(warmup) if warmup else []
+    if sizes:
+        require("tensorflow_serving.apis.prediction_log_pb2", "serving")
+    output_dir = Path(output_dir)
+    name = model_name or output_dir.resolve().name
+    config_text = serving.models_config_text(name, base_path or str(output_dir.resolve()))
     model = T.for_format(model, "saved-model")
     spec = T.input_spec(model, None, channels, samples)
-    path = Path(output_dir) / str(version)
-    with _removed_if_left_empty(Path(output_dir)), atomic_output(path, force=force) as tmp:
+    path = output_dir / str(version)
+    with _removed_if_left_empty(output_dir), atomic_output(path, force=force) as tmp:
         module = tf.Module()
         # Track the tf.Variables under the Keras ones: TF Serving's loader finds only those.
         module.weights = [getattr(v, "value", v) for v in model.variables]
         serve = T.trace(model, spec, form=T.GRAPH_FORMS["saved-model"], extended=True)
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": serve})
-        signature = tf.saved_model.load(str(tmp)).signatures["serving_default"]
-
-        def run(eeg: Array) -> dict[str, Array]:
-            return {k: v.numpy() for k, v in signature(eeg=tf.constant(eeg)).items()}
-
+        signatures = {"serving_default": serve, **_narrow_signatures(serve, spec)}
+        tf.saved_model.save(module, str(tmp), signatures=signatures)
+        loaded = tf.saved_model.load(str(tmp))
+        runtimes = {
+            f"tf.saved_model.load (TF {tf.__version__}) {signature}": _signature_runner(
+                loaded.signatures[signature]
+            )
+            for signature in signatures
+        }
         with _session_runner(tmp) as run_session:
-            runtimes = {
-                f"tf.saved_model.load (TF {tf.__version__})": run,
-                "a TF1 session (as TF Serving loads it)": run_session,
-            }
-            return _self_check(
+            runtimes["a TF1 session (as TF Serving loads it)"] = run_session
+            report = _self_check(
                 "saved-model", model, runtimes, tmp, path, spec, "none", latency_calls
             )
+        record = artifact.export_record(
+            model,
+            fmt="saved-model",
+            input_shape=(None, channels, samples),
+            outputs=report.outputs,
+            signatures={k: sorted(v.structured_outputs) for k, v in signatures.items()},
+            self_check={"nrmse": report.nrmse, "max_abs": report.max_abs},
+            channel_names=channel_names,
+            weights_file=weights_file,
+        )
+        (tmp / artifact.SAVED_MODEL_RECORD).parent.mkdir(exist_ok=True)
+        (tmp / artifact.SAVED_MODEL_RECORD).write_bytes(artifact.encode_record(record))
+        if sizes:
+            probe = functools.partial(_probe_of, channels=channels, samples=samples)
+            serving.write_warmup(tmp, serving.warmup_requests(list(signatures), sizes, probe))
+        if serving_config:
+            probe = functools.partial(_probe_of, channels=channels, samples=samples)
+            timings = serving.time_batches(runtimes[next(iter(runtimes))], probe)
+            params = serving.batching_parameters(timings, hardware.cpu_threads())
+        report.size_bytes = _size(tmp)
+    if serving_config:
+        for file, text in (
+            (serving.MODELS_CONFIG, config_text),
+            (serving.BATCHING_FILE, serving.batching_text(params)),
+        ):
+            with atomic_output(output_dir / file, force=True) as out:
+                out.write_text(text)
+    return report
+
+
+def _narrow_signatures(serve: Any, spec: tf.TensorSpec) -> dict[str, Any]:
+    """``embed`` (the two summary tokens of an encoder) or ``classify`` (a classifier's logits
+    and probabilities) over ``serve``'s outputs; none for a model of the user's own."""
+    import tensorflow as tf
+
+    outputs = set(serve.structured_outputs)
+    for name, keep in NARROW_SIGNATURES.items():
+        if set(keep) <= outputs:
+            narrow = tf.function(
+                lambda eeg, keep=keep: {k: serve(eeg=eeg)[k] for k in keep},
+                input_signature=[spec],
+            )
+            return {name: narrow.get_concrete_function()}
+    return {}
+
+
+def _signature_runner(signature: Any) -> Runner:
+    import tensorflow as tf
+
+    return lambda eeg: {k: v.numpy() for k, v in signature(eeg=tf.constant(eeg)).items()}
+
+
+def _probe_of(batch: int, *, channels: int, samples: int) -> Array:
+    return probe_eeg(batch, channels, samples)
 
 
 @contextlib.contextmanager

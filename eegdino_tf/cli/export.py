@@ -4,6 +4,7 @@ artifact; the logic is :mod:`eegdino_tf.export`."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from eegdino_tf.cli.options import (
@@ -14,6 +15,7 @@ from eegdino_tf.cli.options import (
     load_model,
 )
 from eegdino_tf.export import FORMATS, MIN_OPSET, QUANTIZATIONS
+from eegdino_tf.serving import describe_bundle
 from eegdino_tf.tracing import KEEPS_FINITE_CHECK
 
 #: Options that belong to one format only.
@@ -21,6 +23,10 @@ FORMAT_OPTIONS = {
     "batch": "tflite",
     "quantize": "tflite",
     "version": "saved-model",
+    "warmup": "saved-model",
+    "serving_config": "saved-model",
+    "model_name": "saved-model",
+    "base_path": "saved-model",
     "opset": "onnx",
 }
 
@@ -58,6 +64,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--quantize", choices=QUANTIZATIONS, help="tflite: weight quantization (default none)"
     )
     parser.add_argument("--version", type=int, help="saved-model: version folder (default 1)")
+    parser.add_argument(
+        "--warmup",
+        metavar="SIZES",
+        help="saved-model: write TF Serving warm-up records for these batch sizes (e.g. 1,8; "
+        "needs the serving extra)",
+    )
+    parser.add_argument(
+        "--serving-config",
+        action="store_true",
+        default=None,
+        help="saved-model: time the export and write OUTPUT/models.config and "
+        "OUTPUT/batching_parameters.txt for tensorflow_model_server",
+    )
+    parser.add_argument(
+        "--model-name", help="saved-model: the name in models.config (default: OUTPUT's name)"
+    )
+    parser.add_argument(
+        "--base-path",
+        help="saved-model: the model's folder as the server sees it, in models.config "
+        "(default: OUTPUT's absolute path; /models/NAME in TF Serving's Docker image)",
+    )
     parser.add_argument("--opset", type=int, help=f"onnx: opset (default {MIN_OPSET})")
     add_force(parser)
     add_model_options(parser)
@@ -74,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         if value is None:
             continue
         if fmt != args.format:
-            raise UsageError(f"--{option} applies to {fmt} exports, not {args.format}")
+            flag = option.replace("_", "-")
+            raise UsageError(f"--{flag} applies to {fmt} exports, not {args.format}")
         options[option] = value
     model = load_model(
         args, partial_patch=args.partial_patch, check_finite=KEEPS_FINITE_CHECK[args.format]
@@ -86,7 +114,10 @@ def run(args: argparse.Namespace) -> int:
         channels=args.channels,
         samples=args.samples,
         force=args.force,
+        **({"weights_file": args.weights} if args.format == "saved-model" else {}),
         **options,
     )
     print(report.summary())
+    if args.format == "saved-model":
+        print(describe_bundle(Path(args.output), report.path))
     return 0
