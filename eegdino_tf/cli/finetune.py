@@ -4,6 +4,7 @@ fine-tuned classifier out; the logic is :func:`eegdino_tf.finetune.finetune_reco
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from eegdino_tf.cli.options import (
@@ -12,6 +13,11 @@ from eegdino_tf.cli.options import (
     add_window_options,
     model_options,
 )
+from eegdino_tf.finetune.settings import WARMUP_EPOCHS, WARMUP_SHARE, FinetuneRecipe
+
+DEFAULT = FinetuneRecipe()
+#: Classes named on the "classes:" line (all are in metrics.json).
+SHOWN_CLASSES = 10
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,6 +58,46 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="stop after this many epochs without a better held-out balanced accuracy (default 5)",
     )
     parser.add_argument("--seed", type=int, default=0, help="split and training seed (0)")
+    recipe = parser.add_argument_group("recipe (defaults: LaBraM's fine-tuning recipe)")
+    recipe.add_argument(
+        "--learning-rate",
+        type=float,
+        help=f"peak learning rate, of the head ({DEFAULT.learning_rate:g})",
+    )
+    recipe.add_argument(
+        "--warmup-epochs",
+        type=float,
+        help=f"linear warm-up before the cosine decay (default {WARMUP_EPOCHS:g}, but at most "
+        f"{WARMUP_SHARE * 100:g}%% of the steps)",
+    )
+    recipe.add_argument(
+        "--layer-decay",
+        type=float,
+        help="learning-rate factor per block down the encoder "
+        f"({DEFAULT.layer_decay:g}; 1: the same everywhere)",
+    )
+    recipe.add_argument(
+        "--weight-decay", type=float, help=f"AdamW's weight decay ({DEFAULT.weight_decay:g})"
+    )
+    recipe.add_argument(
+        "--label-smoothing", type=float, help=f"(default {DEFAULT.label_smoothing:g})"
+    )
+    freezing = recipe.add_mutually_exclusive_group()
+    freezing.add_argument(
+        "--freeze-encoder-epochs",
+        type=int,
+        help="train only the head for this many epochs first "
+        f"(default {DEFAULT.freeze_encoder_epochs})",
+    )
+    freezing.add_argument(
+        "--linear-probe",
+        dest="freeze_encoder_epochs",
+        action="store_const",
+        const=None,
+        help="never train the encoder, only the head",
+    )
+    for action in recipe._group_actions:
+        action.default = argparse.SUPPRESS  # unset: the recipe's default
     add_window_options(parser)
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in DIR from its last finished epoch"
@@ -65,7 +111,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from eegdino_tf.finetune import METRICS, FinetuneSettings, finetune_recordings
 
+    fields = [field.name for field in dataclasses.fields(FinetuneRecipe)]
+    recipe = FinetuneRecipe(**{name: getattr(args, name) for name in fields if name in args})
     settings = FinetuneSettings.of(
+        recipe=recipe,
         epochs=args.epochs,
         batch_size=args.batch_size,
         split_by=args.split_by,
@@ -92,7 +141,10 @@ def run(args: argparse.Namespace) -> int:
     ran = len(metrics["epochs"])
     stopped = " (stopped early)" if metrics["stopped_early"] else ""
     print(f"best epoch {metrics['best_epoch']} of {ran}{stopped}: {scores}")
-    classes = ", ".join(f"{index}={name}" for name, index in metrics["labels"].items())
+    labels = list(metrics["labels"].items())
+    classes = ", ".join(f"{index}={name}" for name, index in labels[:SHOWN_CLASSES])
+    if len(labels) > SHOWN_CLASSES:
+        classes += f", ... ({len(labels)} classes: all in metrics.json)"
     print(f"classes: {classes}")
     for path in result["files"]:
         print(f"wrote {path}")

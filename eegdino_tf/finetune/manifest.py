@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import os
 from collections import Counter, defaultdict
@@ -22,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from eegdino_tf.config import MAX_CLASSES
 from eegdino_tf.errors import ConfigError, RecordingError
 from eegdino_tf.io import Recording, open_recording
-from eegdino_tf.io.windows import event_window_starts
+from eegdino_tf.io.windows import CHUNK_SECONDS, event_window_starts, seconds_to_samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +52,15 @@ class ManifestRow:
 
     def where(self) -> str:
         return f"manifest row {self.row} ({self.name})"
+
+    @property
+    def identity(self) -> Any:
+        """The recording itself: the file's ``(device, inode)`` (so a symlink, a hard link or
+        another spelling of the path is the same file), or the in-memory source."""
+        if isinstance(self.path, Path):
+            stat = self.path.stat()
+            return (stat.st_dev, stat.st_ino)
+        return self.path
 
     @property
     def name(self) -> str:
@@ -115,44 +126,86 @@ def rows_from_python(items: Sequence[dict[str, Any]]) -> list[ManifestRow]:
 
 
 def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
-    """The rows of a manifest CSV, checked: columns, files, labels, event spans."""
+    """The rows of a manifest CSV, checked: encoding, fields, columns, files, labels, event
+    spans, and no recording listed twice."""
     manifest = Path(path)
     if not manifest.is_file():
         raise RecordingError(f"{manifest}: no such manifest file")
-    with manifest.open(newline="", encoding="utf-8-sig") as file:
-        reader = csv.DictReader(file)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        allowed = {"path", "label", "start_s", "end_s", "subject"}
-        unknown = [c for c in columns if c not in allowed]
-        if unknown:
-            raise RecordingError(
-                f"{manifest}: unknown column(s) {', '.join(map(repr, unknown))}; the header is "
-                "path,label or path,start_s,end_s,label (plus an optional subject)"
-            )
-        missing = [c for c in ("path", "label") if c not in columns]
-        events = "start_s" in columns or "end_s" in columns
-        if events:
-            missing += [c for c in ("start_s", "end_s") if c not in columns]
-        if missing:
-            raise RecordingError(
-                f"{manifest}: missing column(s) {', '.join(map(repr, missing))}; the header is "
-                "path,label or path,start_s,end_s,label (plus an optional subject)"
-            )
-        rows = []
-        for number, raw in enumerate(reader, start=2):
-            values = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-            if not any(values.values()):
-                continue  # a blank line
-            rows.append(_parse_row(manifest, number, values, events, "subject" in columns))
+    data = manifest.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise RecordingError(
+            f"{manifest} line {line}: not UTF-8 text (byte {data[err.start]:#04x}); a manifest "
+            "is a CSV file saved as UTF-8"
+        ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""), restkey=_EXTRA)
+    try:
+        rows = _parse_rows(manifest, reader)
+    except csv.Error as err:
+        line = reader.line_num + 1  # the line being read when it failed
+        raise RecordingError(f"{manifest} line {line}: not a valid CSV ({err})") from None
     if not rows:
         raise RecordingError(f"{manifest} lists no recordings")
+    _refuse_duplicates(manifest, rows)
     return rows
+
+
+#: Where ``csv.DictReader`` puts the fields of a line beyond the header's.
+_EXTRA = "\0extra"
+_HEADER = "the header is path,label or path,start_s,end_s,label (plus an optional subject)"
+
+
+def _parse_rows(manifest: Path, reader: csv.DictReader) -> list[ManifestRow]:
+    columns = [c.strip() for c in reader.fieldnames or []]
+    allowed = {"path", "label", "start_s", "end_s", "subject"}
+    unknown = [c for c in columns if c not in allowed]
+    if unknown:
+        shown = ", ".join(repr(c[:40]) for c in unknown[:5])
+        raise RecordingError(f"{manifest}: unknown column(s) {shown}; {_HEADER}")
+    missing = [c for c in ("path", "label") if c not in columns]
+    events = "start_s" in columns or "end_s" in columns
+    if events:
+        missing += [c for c in ("start_s", "end_s") if c not in columns]
+    if missing:
+        raise RecordingError(
+            f"{manifest}: missing column(s) {', '.join(map(repr, missing))}; {_HEADER}"
+        )
+    rows = []
+    for raw in reader:
+        number = reader.line_num
+        if _EXTRA in raw:
+            raise RecordingError(
+                f"{manifest} line {number}: {len(columns) + len(raw[_EXTRA])} fields for the "
+                f'header\'s {len(columns)}; quote a value that holds a comma ("a,b")'
+            )
+        values = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+        if not any(values.values()):
+            continue  # a blank line
+        rows.append(_parse_row(manifest, number, values, events, "subject" in columns))
+    return rows
+
+
+def _refuse_duplicates(manifest: Path, rows: Sequence[ManifestRow]) -> None:
+    """An error if one recording (by identity: a symlink or a second path to the same file
+    counts) is listed whole twice."""
+    first: dict[Any, ManifestRow] = {}
+    for row in rows:
+        if row.start_s is not None:
+            continue  # events: one recording on many lines
+        seen = first.setdefault(row.identity, row)
+        if seen is not row:
+            raise RecordingError(
+                f"{manifest} lines {seen.row} and {row.row} list the same recording "
+                f"({seen.name}, {row.name}); list each recording once"
+            )
 
 
 def _parse_row(
     manifest: Path, number: int, values: dict[str, str], events: bool, subjects: bool
 ) -> ManifestRow:
-    where = f"{manifest} row {number}"
+    where = f"{manifest} line {number}"
     if not values.get("path"):
         raise RecordingError(f"{where}: empty path")
     path = Path(values["path"])
@@ -180,12 +233,18 @@ def _parse_row(
 
 
 def label_mapping(rows: Sequence[ManifestRow]) -> dict[str, int]:
-    """Class name -> index, in sorted order; an error for fewer than 2 classes."""
+    """Class name -> index, in sorted order; an error for fewer than 2 classes or more than
+    :data:`~eegdino_tf.config.MAX_CLASSES`."""
     names = sorted({row.label for row in rows})
     if len(names) < 2:
         raise RecordingError(
             f"the manifest has {len(names)} class(es) ({', '.join(names)}); a classifier needs "
             "at least 2"
+        )
+    if len(names) > MAX_CLASSES:
+        raise RecordingError(
+            f"the manifest has {len(names)} classes; a classifier has at most {MAX_CLASSES} "
+            "(MAX_CLASSES)"
         )
     return {name: index for index, name in enumerate(names)}
 
@@ -213,8 +272,10 @@ def plan_windows(
     window: float = 10.0,
     stride: float | None = None,
 ) -> WindowPlan:
-    """Open every recording (headers only) and list its windows; an error for a row that
-    gives no whole window."""
+    """Open every recording and list its windows; an error for a row that gives no whole
+    window, or whose recording holds a NaN or infinite sample (each recording is read once
+    here, so that this is found before training)."""
+    size = seconds_to_samples(window, "window", whole_seconds=True)
 
     windows: dict[Path, list[tuple[int, int]]] = defaultdict(list)
     n_channels = None
@@ -223,6 +284,12 @@ def plan_windows(
         try:
             if row.path not in starts_of:
                 recording = opened(row.path, channels)
+                if recording.n_resampled < size:
+                    raise RecordingError(
+                        f"the recording is {recording.duration_s:g} s long, shorter than one "
+                        f"window={window:g} s; use a shorter window or leave it out"
+                    )
+                _check_finite(recording)
                 starts_of[row.path] = recording.window_starts(window, stride)
                 n_channels = n_channels or len(recording.channels)
                 if len(recording.channels) != n_channels:
@@ -236,6 +303,22 @@ def plan_windows(
     for path in windows:
         windows[path].sort()
     return WindowPlan(dict(windows), int(n_channels or 0))
+
+
+def _check_finite(recording: Recording) -> None:
+    """An error naming the channel and time of the first NaN or infinite sample."""
+    for stream in recording.streams:
+        block = max(1, round(CHUNK_SECONDS * stream.sfreq))
+        for start in range(0, stream.n_samples, block):
+            finite = np.isfinite(stream.read(start, min(start + block, stream.n_samples)))
+            if not finite.all():
+                column = np.flatnonzero(~finite.all(axis=0))[0]
+                row = np.flatnonzero(~finite[:, column])[0]
+                raise RecordingError(
+                    f"channel {recording.channels[stream.rows[row]]} holds a NaN or infinite "
+                    f"sample at {(start + column) / stream.sfreq:.3f} s; fine-tuning needs "
+                    "finite samples (interpolate or crop the recording)"
+                )
 
 
 def split_rows(
@@ -254,12 +337,9 @@ def split_rows(
     if split_by == "subject" and any(row.subject is None for row in rows):
         raise RecordingError("split_by='subject' needs a 'subject' column in the manifest")
     groups: dict[str, list[ManifestRow]] = defaultdict(list)
-    first_row: dict[int, int] = {}  # an in-memory recording: named by the first row with it
+    first_row: dict[Any, int] = {}  # each recording: named by the first row with it
     for row in rows:
-        if isinstance(row.path, Path):
-            file_key = str(row.path)
-        else:
-            file_key = f"recording of row {first_row.setdefault(id(row.path), row.row):06d}"
+        file_key = f"recording of row {first_row.setdefault(row.identity, row.row):06d}"
         groups[file_key if split_by == "file" else str(row.subject)].append(row)
     by_label: dict[str, list[str]] = defaultdict(list)
     for key, members in sorted(groups.items()):

@@ -10,13 +10,13 @@ The defaults are the BEiT-style fine-tuning setup published for LaBraM (Jiang et
 model: AdamW (betas 0.9 / 0.999, weight decay 0.05, not on norms, biases or the
 global token), base learning rate 5e-4 with layer-wise decay 0.65 (the head at the base rate,
 each block below it 0.65x the one above, the patch embedding lowest), a linear warm-up of 5
-epochs then cosine decay to 1e-6, and label smoothing 0.1. Dropout and drop-path are model
+epochs (but at most a tenth of the run, so a short run still trains at its peak rate) then
+cosine decay to 1e-6, and label smoothing 0.1. Dropout and drop-path are model
 options (``load_classifier(..., dropout=0.1, drop_path=0.1)``, the reference's defaults).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -26,37 +26,9 @@ import numpy as np
 from keras import ops
 
 from eegdino_tf.errors import ConfigError
+from eegdino_tf.finetune.settings import WARMUP_EPOCHS, WARMUP_SHARE, FinetuneRecipe
 
 _SERIALIZABLE = keras.saving.register_keras_serializable(package="eegdino_tf")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class FinetuneRecipe:
-    """Optimizer, schedule and loss of a fine-tuning run (defaults: see the module doc).
-
-    Attributes:
-        learning_rate: peak learning rate of the head.
-        layer_decay: learning-rate factor per level down the encoder (1.0: no decay).
-        weight_decay: decoupled AdamW weight decay (not on norms, biases, the global token).
-        warmup_epochs: linear warm-up from 0 to ``learning_rate``, then cosine decay.
-        min_learning_rate: where the cosine decay ends.
-        label_smoothing: cross-entropy label smoothing.
-        freeze_encoder_epochs: train only the head for this many epochs, then everything;
-            ``None`` keeps the encoder frozen throughout (a linear probe of the head).
-        beta_1, beta_2, epsilon: Adam's (epsilon as PyTorch adds it, after bias correction).
-    """
-
-    learning_rate: float = 5e-4
-    layer_decay: float = 0.65
-    weight_decay: float = 0.05
-    warmup_epochs: float = 5.0
-    min_learning_rate: float = 1e-6
-    label_smoothing: float = 0.1
-    freeze_encoder_epochs: int | None = 0
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-8
-
 
 #: Variables without weight decay: norm scales and shifts, biases, the global token.
 NO_DECAY = re.compile(r"/(gamma|beta|bias|q_bias|v_bias|token)$")
@@ -167,11 +139,15 @@ class SparseCrossentropyWithSmoothing(keras.losses.Loss):
 def finetune_schedule(
     recipe: FinetuneRecipe, *, steps_per_epoch: int, epochs: int
 ) -> keras.optimizers.schedules.LearningRateSchedule:
-    """Linear warm-up over ``recipe.warmup_epochs``, then cosine decay to the floor."""
+    """Linear warm-up over ``recipe.warmup_epochs`` (by default :data:`WARMUP_EPOCHS`, at most
+    :data:`WARMUP_SHARE` of the steps), then cosine decay to the floor."""
     if steps_per_epoch < 1 or epochs < 1:
         raise ConfigError(f"steps_per_epoch={steps_per_epoch} and epochs={epochs} must be >= 1")
     total = steps_per_epoch * epochs
-    warmup = min(int(round(recipe.warmup_epochs * steps_per_epoch)), total - 1)
+    if recipe.warmup_epochs is None:
+        warmup = min(round(WARMUP_EPOCHS * steps_per_epoch), int(WARMUP_SHARE * total))
+    else:
+        warmup = min(round(recipe.warmup_epochs * steps_per_epoch), total - 1)
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup else recipe.learning_rate,
         decay_steps=max(total - warmup, 1),

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 from eegdino_tf.errors import (
     ConfigError,
     EEGDinoError,
+    OutputError,
     OutputExistsError,
     RecordingError,
     require,
@@ -43,70 +45,16 @@ from eegdino_tf.finetune.manifest import (
     split_rows,
 )
 from eegdino_tf.finetune.recipe import (
-    FinetuneRecipe,
     UnfreezeEncoder,
     class_weights,
     compile_for_finetuning,
 )
+from eegdino_tf.finetune.settings import FinetuneSettings
 
 #: Held-out metrics written per epoch (AUROC and AUC-PR for two classes only).
 METRICS = ("balanced_accuracy", "cohen_kappa", "f1_weighted", "auroc", "auc_pr")
 #: Folder inside the output holding what ``resume=True`` needs.
 CHECKPOINT_DIR = "checkpoint"
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class FinetuneSettings:
-    """How :func:`finetune_recordings` trains (everything but the data, weights and output).
-
-    Attributes:
-        epochs: at most this many epochs.
-        batch_size: windows per batch.
-        precision: the encoder's compute precision (``load_encoder``'s).
-        split_by: hold out whole ``"file"``s or whole ``"subject"``s.
-        val_fraction: the share of files (or subjects) held out.
-        patience: stop after this many epochs without a better held-out balanced accuracy.
-        recipe: optimizer, schedule and loss (default :class:`FinetuneRecipe`'s).
-        seed: the split's and training's seed.
-        channels, window, stride: how recordings become windows (``open_recording``'s).
-        verbose: Keras' (0, 1 or 2).
-        model_options: to :func:`~eegdino_tf.load_encoder` (``norm_groups``, ``dropout``,
-            ``drop_path``, ...; ``head_dropout`` to the head).
-    """
-
-    epochs: int = 30
-    batch_size: int = 16
-    precision: str = "float32"
-    split_by: str = "file"
-    val_fraction: float = 0.2
-    patience: int = 5
-    recipe: FinetuneRecipe = dataclasses.field(default_factory=FinetuneRecipe)
-    seed: int = 0
-    channels: Sequence[str] | str | None = None
-    window: float = 10.0
-    stride: float | None = None
-    verbose: Any = 2
-    model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def of(cls, settings: FinetuneSettings | None = None, **options: Any) -> FinetuneSettings:
-        """``settings`` with ``options`` applied: a field's name sets that field, any other
-        name is a model option."""
-        settings = settings or cls()
-        fields = {f.name for f in dataclasses.fields(cls)}
-        given = {k: v for k, v in options.items() if k in fields}
-        extra = {k: v for k, v in options.items() if k not in fields}
-        if given.get("recipe", ...) is None:
-            given["recipe"] = FinetuneRecipe()
-        if extra:
-            given["model_options"] = {**given.get("model_options", settings.model_options), **extra}
-        return dataclasses.replace(settings, **given)
-
-    def check(self) -> None:
-        for name in ("epochs", "batch_size", "patience"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}={value!r} must be a whole number >= 1")
 
 
 @dataclasses.dataclass
@@ -162,22 +110,42 @@ def _dataset(plan: WindowPlan, settings: FinetuneSettings) -> Any:
     )
 
 
-def heldout_metrics(y: np.ndarray, logits: np.ndarray, num_classes: int) -> dict[str, Any]:
-    """Balanced accuracy, Cohen's kappa, weighted F1 (and for 2 classes AUROC, AUC-PR)."""
+def predictions(model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """The predicted class of each window ``[N]``, and for two classes the log-odds of class 1
+    ``[N]``; batch by batch, so only one batch of logits is held at a time."""
+    predicted, odds = [], []
+    for x, _ in dataset:
+        logits = np.asarray(model.predict_on_batch(x), dtype=np.float64)
+        predicted.append(logits.argmax(axis=1))
+        if logits.shape[1] == 2:
+            odds.append(logits[:, 1] - logits[:, 0])
+    return np.concatenate(predicted), np.concatenate(odds) if odds else None
+
+
+def heldout_metrics(
+    y: np.ndarray, predicted: np.ndarray, num_classes: int, odds: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Balanced accuracy, Cohen's kappa, weighted F1 of the predicted classes (and for 2
+    classes, from the log-odds of class 1, AUROC and AUC-PR); memory grows with the classes
+    and windows, never with their product."""
     metrics = require("sklearn.metrics", "finetune")
-    predicted = logits.argmax(axis=1)
+    y, predicted = np.asarray(y, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
+    true_counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+    predicted_counts = np.bincount(predicted, minlength=num_classes).astype(np.float64)
+    correct = np.bincount(y[y == predicted], minlength=num_classes)
+    present = true_counts > 0
+    agreement = float(np.mean(y == predicted))
+    chance = float(true_counts @ predicted_counts) / len(y) ** 2
     result: dict[str, Any] = {
-        "balanced_accuracy": float(metrics.balanced_accuracy_score(y, predicted)),
-        "cohen_kappa": float(metrics.cohen_kappa_score(y, predicted, labels=range(num_classes))),
+        "balanced_accuracy": float(np.mean(correct[present] / true_counts[present])),
+        "cohen_kappa": (agreement - chance) / (1 - chance) if chance < 1 else None,
         "f1_weighted": float(metrics.f1_score(y, predicted, average="weighted", zero_division=0)),
         "auroc": None,
         "auc_pr": None,
     }
-    if num_classes == 2 and len(np.unique(y)) == 2:
-        z = logits.astype(np.float64)
-        score = z[:, 1] - z[:, 0]  # the log-odds of class 1
-        result["auroc"] = float(metrics.roc_auc_score(y, score))
-        result["auc_pr"] = float(metrics.average_precision_score(y, score))
+    if odds is not None and num_classes == 2 and len(np.unique(y)) == 2:
+        result["auroc"] = float(metrics.roc_auc_score(y, odds))
+        result["auc_pr"] = float(metrics.average_precision_score(y, odds))
     for key, value in result.items():
         if value is not None and not math.isfinite(value):
             result[key] = None
@@ -205,17 +173,17 @@ class _Evaluate(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         run = self.run
-        logits = self.model.predict(run.val_data, verbose=0)
-        scores = heldout_metrics(run.val_labels, logits, run.num_classes)
+        predicted, odds = predictions(self.model, run.val_data)
+        scores = heldout_metrics(run.val_labels, predicted, run.num_classes, odds)
         entry = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", float("nan")))}
         entry.update(scores)
         run.state["history"].append(entry)
         best = run.state["best_epoch"]
         best_score = run.state["history"][best - 1]["balanced_accuracy"] if best else None
-        if best is None or scores["balanced_accuracy"] > best_score:
+        improved = best is None or scores["balanced_accuracy"] > best_score
+        if improved:
             run.state["best_epoch"] = epoch + 1
             run.state["wait"] = 0
-            _save_arrays(run.checkpoint / "best.npz", self.model.weights)
         else:
             run.state["wait"] += 1
         shown = ", ".join(f"{k} {entry[k]:.4f}" for k in ("loss", *METRICS) if entry[k] is not None)
@@ -224,26 +192,40 @@ class _Evaluate(keras.callbacks.Callback):
         if run.state["wait"] >= run.patience:
             run.state["stopped_early"] = True
             self.model.stop_training = True
-        run.save_checkpoint(self.model)
+        run.save_checkpoint(self.model, improved)
 
 
 @dataclasses.dataclass
 class _Run:
-    checkpoint: Path
+    out: Path
     val_data: Any
     val_labels: np.ndarray
     num_classes: int
     patience: int
     verbose: Any
     state: dict[str, Any]
+    replacing: bool  # the output holds an earlier run's files, removed at the first checkpoint
 
-    def save_checkpoint(self, model: Any) -> None:
-        """The last epoch's weights, optimizer variables and progress."""
-        _save_arrays(self.checkpoint / "last.npz", model.weights)
-        _save_arrays(self.checkpoint / "optimizer.npz", model.optimizer.variables)
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / CHECKPOINT_DIR
+
+    def save_checkpoint(self, model: Any, improved: bool) -> None:
+        """The last epoch's weights, optimizer variables and progress, and the best epoch's
+        weights: the whole folder written, then renamed onto the previous one."""
         self.state["epochs_done"] = len(self.state["history"])
-        with atomic_output(self.checkpoint / "state.json", force=True) as tmp:
-            tmp.write_text(json.dumps(self.state, indent=1))
+        with atomic_output(self.checkpoint, force=True) as tmp:
+            tmp.mkdir()
+            _save_arrays(tmp / "last.npz", model.weights)
+            _save_arrays(tmp / "optimizer.npz", model.optimizer.variables)
+            best = tmp / "last.npz" if improved else self.checkpoint / "best.npz"
+            shutil.copyfile(best, tmp / "best.npz")
+            (tmp / "state.json").write_text(json.dumps(self.state, indent=1))
+        if self.replacing:  # the new run is under way: the earlier one's results go
+            for name in RUN_FILES:
+                if name != CHECKPOINT_DIR:
+                    (self.out / name).unlink(missing_ok=True)
+            self.replacing = False
 
     def load_checkpoint(self, model: Any) -> None:
         """Restore what :meth:`save_checkpoint` saved."""
@@ -252,8 +234,8 @@ class _Run:
 
 
 def _save_arrays(path: Path, variables: Sequence[Any]) -> None:
-    """The variables' values, in order, as an ``.npz`` (written whole, then renamed)."""
-    with atomic_output(path, force=True) as tmp, tmp.open("wb") as file:
+    """The variables' values, in order, as an ``.npz``."""
+    with path.open("wb") as file:
         np.savez(file, **{f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)})
 
 
@@ -297,42 +279,120 @@ def finetune_recordings(
     settings.check()
     require("sklearn.metrics", "finetune")  # before anything is trained
     final = Path(output_dir)
-    resuming = bool(resume) and final.exists()
-    if resuming and not (final / CHECKPOINT_DIR / "state.json").is_file():
-        raise RecordingError(f"{final} holds no checkpoint to resume from (resume=True)")
-    if final.exists() and not (force or resuming):
-        raise OutputExistsError(
-            f"{final} already exists; pass force=True to overwrite it or resume=True to continue"
-        )
+    mode = _claim_output(final, resume=resume, force=force)
     data = _prepare(manifest, settings)
+    fingerprint = _fingerprint(weights, settings)
     previous = None
-    if resuming:
+    if mode == "resume":
         previous = json.loads((final / CHECKPOINT_DIR / "state.json").read_text())
         if previous["labels"] != data.classes or previous["split"] != data.split:
             raise RecordingError(
                 f"{final} was trained on another manifest, split or window setting; resume "
                 "needs the same ones"
             )
+        _check_same_settings(final, previous.get("settings", {}), fingerprint)
         if previous["epochs_done"] >= settings.epochs:
             raise ConfigError(
                 f"{final} has already run {previous['epochs_done']} epoch(s); pass a larger "
                 f"epochs= than epochs={settings.epochs} to continue"
             )
-
-    # Trained in place: ``checkpoint/`` survives an interruption (so ``resume=True`` continues
-    # it); the artifacts are each written whole, then renamed, at the end.
-    if final.exists() and not resuming:
-        shutil.rmtree(final)  # force=True
-    (final / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-    try:
-        result = _train(final, weights, data, previous, settings)
-    except BaseException:
-        if not (final / CHECKPOINT_DIR / "state.json").is_file():  # no epoch finished
-            shutil.rmtree(final, ignore_errors=True)
-        raise
+    # Trained in place, but nothing is written until the first epoch ends: then the whole
+    # checkpoint/ (which resume=True continues) replaces the last, and an earlier run's files
+    # go; the artifacts are each written whole, then renamed, at the end.
+    result = _train(final, weights, data, previous, settings, fingerprint, mode == "replace")
     result["output_dir"] = final
     result["files"] = [final / name for name in result["files"]]
     return result
+
+
+#: What a run writes into its output folder: ``force=True`` replaces these, and only these.
+RUN_FILES = ("classifier.safetensors", "metrics.json", "curves.png", CHECKPOINT_DIR)
+
+
+def _claim_output(final: Path, *, resume: bool, force: bool) -> str:
+    """How a run may use ``final``: ``"new"`` (absent or empty), ``"resume"`` (a run with a
+    finished epoch, ``resume=True``) or ``"replace"`` (a run's own files only,
+    ``force=True``); a one-line error otherwise."""
+    if (final.exists() or final.is_symlink()) and not final.is_dir():
+        raise OutputError(f"cannot write {final}: it is a file, not a folder")
+    _check_writable(final)
+    entries = sorted(os.listdir(final)) if final.is_dir() else []
+    if not entries:
+        return "new"
+    finished = (final / CHECKPOINT_DIR / "state.json").is_file()
+    if resume and finished:
+        return "resume"
+    foreign = [name for name in entries if not _is_run_file(name)]
+    if foreign:
+        shown = ", ".join(f"{n}/" if (final / n).is_dir() else n for n in foreign[:5])
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise OutputExistsError(
+            f"{final} holds {shown}{more}, which a fine-tuning run does not write; force=True "
+            "replaces only an earlier run's own files: give another folder, or move them away"
+        )
+    if resume:
+        raise OutputExistsError(
+            f"{final} holds no checkpoint to resume from (its run ended before its first epoch "
+            "did); pass force=True to start it over"
+        )
+    if force:
+        return "replace"
+    if finished:
+        raise OutputExistsError(
+            f"{final} already holds a fine-tuning run; pass force=True to replace it or "
+            "resume=True to continue it"
+        )
+    raise OutputExistsError(
+        f"{final} holds a run that ended before its first epoch did; pass force=True to start "
+        "it over"
+    )
+
+
+def _is_run_file(name: str) -> bool:
+    """One of :data:`RUN_FILES`, or a temporary of one (``files.atomic_output``'s)."""
+    return name in RUN_FILES or any(
+        name.startswith(f".{own}.") and name.endswith(".tmp") for own in RUN_FILES
+    )
+
+
+def _check_writable(final: Path) -> None:
+    """A one-line error unless a file can be created in ``final`` (or, if it does not exist
+    yet, in its nearest existing parent)."""
+    folder = next(p for p in (final, *final.parents) if p.exists())
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {final}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise OutputError(f"cannot write {final}: {folder}: {err.strerror or err}") from None
+
+
+def _fingerprint(weights: Any, settings: FinetuneSettings) -> dict[str, Any]:
+    """What a resumed run must share with the run it continues, by keyword (JSON values)."""
+    channels = settings.channels
+    values = {
+        "weights": str(Path(weights).resolve()),
+        "batch_size": settings.batch_size,
+        "precision": settings.precision,
+        "channels": channels if channels is None or isinstance(channels, str) else list(channels),
+        "window": settings.window,
+        "stride": settings.stride,
+        **dataclasses.asdict(settings.recipe),
+        **settings.model_options,
+    }
+    return json.loads(json.dumps(values))
+
+
+def _check_same_settings(final: Path, before: dict[str, Any], now: dict[str, Any]) -> None:
+    changed = [key for key in sorted({*before, *now}) if before.get(key) != now.get(key)]
+    if changed:
+        was = ", ".join(f"{key}={before.get(key)!r}" for key in changed)
+        given = ", ".join(f"{key}={now.get(key)!r}" for key in changed)
+        raise ConfigError(
+            f"{final} was trained with {was}, not {given}; resume=True continues a run with "
+            "the same settings"
+        )
 
 
 def _relative(rows: Sequence[ManifestRow], folder: Path) -> list[str]:
@@ -355,6 +415,8 @@ def _train(
     data: _Data,
     previous: dict[str, Any] | None,
     settings: FinetuneSettings,
+    fingerprint: dict[str, Any],
+    replacing: bool,
 ) -> dict[str, Any]:
     import eegdino_tf
     from eegdino_tf.weights import save_weights
@@ -375,10 +437,10 @@ def _train(
     callbacks = compile_for_finetuning(
         model, settings.recipe, steps_per_epoch=len(train), epochs=settings.epochs
     )
-    checkpoint = out / CHECKPOINT_DIR
     state = previous or {
         "labels": data.classes,
         "split": data.split,
+        "settings": fingerprint,
         "history": [],
         "best_epoch": None,
         "wait": 0,
@@ -387,13 +449,14 @@ def _train(
     }
     state["stopped_early"] = False
     run = _Run(
-        checkpoint,
+        out,
         val,
         data.held_out.labels(),
         len(data.classes),
         settings.patience,
         settings.verbose,
         state,
+        replacing,
     )
     initial_epoch = state["epochs_done"]
     callbacks = [
@@ -413,7 +476,7 @@ def _train(
         verbose=settings.verbose,
     )
     best_epoch = state["best_epoch"]
-    _load_arrays(checkpoint / "best.npz", model.weights)  # the best epoch's weights
+    _load_arrays(run.checkpoint / "best.npz", model.weights)  # the best epoch's weights
     history = state["history"]
     save_weights(model, out / "classifier.safetensors", layout="finetuning", force=True)
     files = ["classifier.safetensors", "metrics.json"]

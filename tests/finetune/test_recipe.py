@@ -9,6 +9,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import eegdino_tf
+from eegdino_tf.errors import ConfigError
 from eegdino_tf.finetune import (
     FinetuneRecipe,
     LayerwiseAdamW,
@@ -62,6 +63,29 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     rates = [float(schedule(step)) for step in (0, 5, 10, 30, 50)]
     assert rates[0] == 0.0 and rates[1] == pytest.approx(5e-4) and rates[2] == pytest.approx(1e-3)
     assert rates[2] > rates[3] > rates[4] and rates[4] == pytest.approx(1e-5, rel=1e-3)
+
+
+def test_default_warmup_is_at_most_a_tenth_of_a_short_run():
+    short = finetune_schedule(FinetuneRecipe(), steps_per_epoch=5, epochs=6)  # 30 steps
+    assert float(short(2)) < 5e-4 and float(short(3)) == pytest.approx(5e-4)  # 3 warm-up steps
+    long = finetune_schedule(FinetuneRecipe(), steps_per_epoch=10, epochs=100)
+    assert float(long(49)) < 5e-4 and float(long(50)) == pytest.approx(5e-4)  # 5 epochs
+    fixed = finetune_schedule(FinetuneRecipe(warmup_epochs=2), steps_per_epoch=5, epochs=6)
+    assert float(fixed(5)) == pytest.approx(2.5e-4) and float(fixed(10)) == pytest.approx(5e-4)
+
+
+def test_recipe_values_are_checked():
+    for bad, message in (
+        (dict(learning_rate=0.0), "learning_rate=0.0 must be above min_learning_rate=1e-06"),
+        (dict(layer_decay=1.5), "layer_decay=1.5 must be in (0, 1]"),
+        (dict(weight_decay=-0.1), "weight_decay=-0.1 must be >= 0"),
+        (dict(label_smoothing=1.0), "label_smoothing=1.0 must be in [0, 1)"),
+        (dict(warmup_epochs=float("nan")), "warmup_epochs=nan must be >= 0 (or None)"),
+        (dict(freeze_encoder_epochs=1.5), "freeze_encoder_epochs=1.5 must be a whole number"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            FinetuneRecipe(**bad)
+        assert str(caught.value).startswith(message), str(caught.value)
 
 
 def test_label_smoothing_loss_is_the_smoothed_cross_entropy():
