@@ -13,7 +13,12 @@ from eegdino_tf.cli.options import (
     add_window_options,
     model_options,
 )
-from eegdino_tf.finetune.settings import WARMUP_EPOCHS, WARMUP_SHARE, FinetuneRecipe
+from eegdino_tf.finetune.settings import (
+    WARMUP_EPOCHS,
+    WARMUP_SHARE,
+    FinetuneRecipe,
+    FinetuneSettings,
+)
 
 DEFAULT = FinetuneRecipe()
 #: Classes named on the "classes:" line (all are in metrics.json).
@@ -108,12 +113,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    from eegdino_tf.finetune import METRICS, FinetuneSettings, finetune_recordings
-
+def settings_from(args: argparse.Namespace) -> FinetuneSettings:
+    """The run's settings from the command line (the recipe's defaults where a flag is unset)."""
     fields = [field.name for field in dataclasses.fields(FinetuneRecipe)]
     recipe = FinetuneRecipe(**{name: getattr(args, name) for name in fields if name in args})
-    settings = FinetuneSettings.of(
+    return FinetuneSettings.of(
         recipe=recipe,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -127,11 +131,25 @@ def run(args: argparse.Namespace) -> int:
         verbose=1 if sys.stdout.isatty() else 2,
         **model_options(args),
     )
+
+
+def classes_line(labels: dict[str, int]) -> str:
+    """``classes: 0=a, 1=b, ...``: the first :data:`SHOWN_CLASSES`, then how many in all."""
+    shown = ", ".join(f"{index}={name}" for name, index in list(labels.items())[:SHOWN_CLASSES])
+    more = len(labels) - SHOWN_CLASSES
+    return f"classes: {shown}" + (
+        f", ... ({len(labels)} in all: see metrics.json)" if more > 0 else ""
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from eegdino_tf.finetune import METRICS, finetune_recordings
+
     result = finetune_recordings(
         args.manifest,
         args.weights,
         args.output_dir,
-        settings,
+        settings_from(args),
         resume=args.resume,
         force=args.force,
     )
@@ -141,11 +159,7 @@ def run(args: argparse.Namespace) -> int:
     ran = len(metrics["epochs"])
     stopped = " (stopped early)" if metrics["stopped_early"] else ""
     print(f"best epoch {metrics['best_epoch']} of {ran}{stopped}: {scores}")
-    labels = list(metrics["labels"].items())
-    classes = ", ".join(f"{index}={name}" for name, index in labels[:SHOWN_CLASSES])
-    if len(labels) > SHOWN_CLASSES:
-        classes += f", ... ({len(labels)} classes: all in metrics.json)"
-    print(f"classes: {classes}")
+    print(classes_line(metrics["labels"]))
     for path in result["files"]:
         print(f"wrote {path}")
     return 0
