@@ -1,11 +1,14 @@
 """What an exported file says about itself: one JSON record, the same in every format.
 
 A SavedModel carries it as ``OUTPUT/<version>/assets.extra/eegdino.json`` (TF Serving copies
-nothing from ``assets.extra`` into the graph, so outputs are unchanged). The record names the
-package version, the weights (SHA-256 of the file), the input (name, shape, dtype, units and
-the x0.01 the model applies itself, sampling rate, window, channel names in slot order), the
-outputs and the token layout, the quantization with the self-check's measured error, and
-what the file does with non-finite input. :func:`read_record` reads it back.
+nothing from ``assets.extra`` into the graph), a ``.tflite`` file as the metadata buffer named
+``eegdino`` (the flatbuffer's own ``metadata`` table, which LiteRT's interpreter ignores), an
+``.onnx`` file as the ``metadata_props`` entry ``eegdino``: outputs are unchanged. The record
+names the package version, the weights (SHA-256 of the file), the input (name, shape, dtype,
+units and the x0.01 the model applies itself, sampling rate, window, channel names in slot
+order), the outputs and the token layout, the quantization with the self-check's measured
+error, and what the file does with non-finite input. :func:`read_record` reads it back, and
+``eegdino-tf info FILE`` shows it.
 """
 
 from __future__ import annotations
@@ -33,9 +36,17 @@ OUTPUT_LAYOUTS = {
     "logits": "[batch, num_classes]",
     "probabilities": "[batch, num_classes]: softmax of the logits",
 }
-#: What each format does with NaN or Inf in ``eeg``.
+#: The name of the record in a ``.tflite`` metadata table and in ONNX ``metadata_props``.
+RECORD_NAME = "eegdino"
+#: What each format does with NaN or Inf in ``eeg`` (TFLite and ONNX have no check op).
 NAN_POLICIES = {
     "saved-model": "error: a non-finite sample fails the call (InvalidArgument)",
+    "tflite": "unchecked: a non-finite sample gives non-finite outputs in float32 and float16; "
+    "check the input before calling",
+    "tflite/dynamic-int8": "unchecked: a non-finite sample can give finite but meaningless "
+    "outputs; check the input before calling",
+    "onnx": "unchecked: a non-finite sample gives non-finite outputs; check the input before "
+    "calling",
 }
 
 
@@ -46,6 +57,18 @@ def sha256_of(path: str | os.PathLike) -> str:
         while block := file.read(2**20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_channel_names(channel_names: Sequence[str] | None, channels: int) -> None:
+    """An :class:`ExportError` unless ``channel_names`` (if given) names ``channels`` distinct
+    channels."""
+    if channel_names is None:
+        return
+    names = list(channel_names)
+    if len(names) != channels:
+        raise ExportError(f"{len(names)} channel names given for an input of {channels} channels")
+    if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        raise ExportError(f"channel names must be distinct non-empty strings, got {names}")
 
 
 def export_record(
@@ -70,11 +93,10 @@ def export_record(
     from eegdino_tf.io.channels import STANDARD_CHANNELS
 
     _, channels, samples = input_shape
+    check_channel_names(channel_names, channels)
     names = list(channel_names) if channel_names is not None else None
     if names is None and channels <= len(STANDARD_CHANNELS):
         names = list(STANDARD_CHANNELS[:channels])
-    if names is not None and len(names) != channels:
-        raise ExportError(f"{len(names)} channel names given for an input of {channels} channels")
     config = getattr(model, "config", None)
     return {
         "schema": SCHEMA,
@@ -100,7 +122,7 @@ def export_record(
         "outputs": {name: OUTPUT_LAYOUTS.get(name, "a model output") for name in outputs},
         "signatures": {k: list(v) for k, v in (signatures or {}).items()},
         "quantization": {"mode": quantization, "self_check": dict(self_check or {})},
-        "nan_policy": NAN_POLICIES.get(fmt, "unspecified"),
+        "nan_policy": NAN_POLICIES.get(f"{fmt}/{quantization}", NAN_POLICIES[fmt]),
     }
 
 
@@ -109,22 +131,71 @@ def encode_record(record: dict[str, Any]) -> bytes:
     return json.dumps(record, indent=1, sort_keys=True).encode()
 
 
+def tflite_with_record(flatbuffer: bytes, record: dict[str, Any]) -> bytes:
+    """``flatbuffer`` with ``record`` as its metadata buffer :data:`RECORD_NAME` (replacing one
+    already there); the graph and its buffers are untouched."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    model.metadata = [m for m in model.metadata or [] if m.name.decode() != RECORD_NAME]
+    buffer = schema.BufferT()
+    buffer.data = list(encode_record(record))
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = RECORD_NAME, len(model.buffers) - 1
+    model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(flatbuffer) + 2**16)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _tflite_record(data: bytes) -> bytes | None:
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(data, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() is not None and entry.Name().decode() == RECORD_NAME:
+            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    return None
+
+
+def _onnx_record(path: Path) -> bytes | None:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    found = [p.value for p in proto.metadata_props if p.key == RECORD_NAME]
+    return found[0].encode() if found else None
+
+
 def read_record(path: str | os.PathLike) -> dict[str, Any]:
-    """The record of an exported artifact: a SavedModel folder (base or version folder) or the
-    record file itself."""
+    """The record of an exported artifact: a SavedModel folder (base or version folder), a
+    ``.tflite`` or ``.onnx`` file, or the record's JSON file itself."""
     path = Path(path)
-    candidates = [path, path / SAVED_MODEL_RECORD]
-    if path.is_dir():
-        versions = [p for p in path.iterdir() if p.name.isdigit()]
-        if versions:
-            candidates.append(max(versions, key=lambda p: int(p.name)) / SAVED_MODEL_RECORD)
-    found = next((p for p in candidates if p.is_file()), None)
-    if found is None:
-        raise ExportError(f"{path} holds no eegdino-tf export record ({SAVED_MODEL_RECORD})")
+    raw, where = None, path
     try:
-        record = json.loads(found.read_text(encoding="utf-8"))
+        if path.is_dir():
+            versions = [p for p in path.iterdir() if p.name.isdigit()]
+            folder = max(versions, key=lambda p: int(p.name)) if versions else path
+            where = folder / SAVED_MODEL_RECORD
+            raw = where.read_bytes() if where.is_file() else None
+        elif path.suffix == ".tflite":
+            raw = _tflite_record(path.read_bytes())
+        elif path.suffix == ".onnx":
+            raw = _onnx_record(path)
+        else:
+            raw = path.read_bytes()
+    except (OSError, ValueError, IndexError) as err:  # unreadable, or not that format
+        raise ExportError(f"{path} could not be read as an exported file: {err}") from err
+    except Exception as err:  # a damaged flatbuffer or protobuf raises its own types
+        raise ExportError(f"{path} is not a readable exported file ({type(err).__name__})") from err
+    if raw is None:
+        raise ExportError(f"{path} holds no eegdino-tf export record ({RECORD_NAME})")
+    try:
+        record = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ExportError(f"{found} is not an export record: {err}") from err
+        raise ExportError(f"{where} holds no valid export record: {err}") from err
     if not isinstance(record, dict) or record.get("schema") != SCHEMA:
-        raise ExportError(f"{found} is not an export record of schema {SCHEMA}")
+        raise ExportError(f"{where} holds no export record of schema {SCHEMA}")
     return record

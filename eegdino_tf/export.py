@@ -164,6 +164,7 @@ def export_saved_model(
 
     from eegdino_tf import artifact, serving
 
+    artifact.check_channel_names(channel_names, channels)
     if version < 1:
         raise ExportError(f"version must be a positive integer, got {version}")
     sizes = serving.parse_batch_sizes(warmup) if warmup else []
@@ -194,16 +195,8 @@ def export_saved_model(
             report = _self_check(
                 "saved-model", model, runtimes, tmp, path, spec, "none", latency_calls
             )
-        record = artifact.export_record(
-            model,
-            fmt="saved-model",
-            input_shape=(None, channels, samples),
-            outputs=report.outputs,
-            signatures={k: sorted(v.structured_outputs) for k, v in signatures.items()},
-            self_check={"nrmse": report.nrmse, "max_abs": report.max_abs},
-            channel_names=channel_names,
-            weights_file=weights_file,
-        )
+        signature_outputs = {k: sorted(v.structured_outputs) for k, v in signatures.items()}
+        record = _record(model, report, "none", signature_outputs, weights_file, channel_names)
         (tmp / artifact.SAVED_MODEL_RECORD).parent.mkdir(exist_ok=True)
         (tmp / artifact.SAVED_MODEL_RECORD).write_bytes(artifact.encode_record(record))
         if sizes:
@@ -250,6 +243,41 @@ def _probe_of(batch: int, *, channels: int, samples: int) -> Array:
     return probe_eeg(batch, channels, samples)
 
 
+def _record(
+    model: keras.Model,
+    report: ExportReport,
+    quantize: str,
+    signatures: dict[str, Sequence[str]] | None,
+    weights_file: str | os.PathLike | None,
+    channel_names: Sequence[str] | None,
+) -> dict[str, Any]:
+    """The export record (:func:`eegdino_tf.artifact.export_record`) of a checked artifact."""
+    from eegdino_tf import artifact
+
+    return artifact.export_record(
+        model,
+        fmt=report.format,
+        input_shape=report.input_shape,
+        outputs=report.outputs,
+        signatures=signatures,
+        quantization=quantize,
+        self_check={"nrmse": report.nrmse, "max_abs": report.max_abs, "cosine": report.cosine},
+        channel_names=channel_names,
+        weights_file=weights_file,
+    )
+
+
+def _write_unchanged(
+    path: Path, data: bytes, run: Runner, runner: Callable[[bytes], Runner], probe: Array
+) -> None:
+    """Replace ``path``'s bytes with ``data`` (the same graph plus its record) after checking
+    that ``data`` gives bit-identical outputs on ``probe``."""
+    before, after = run(probe), runner(data)(probe)
+    if set(before) != set(after) or any(not np.array_equal(before[k], after[k]) for k in before):
+        raise ExportError(f"{path.name}: adding the export record changed the outputs")
+    path.write_bytes(data)
+
+
 @contextlib.contextmanager
 def _removed_if_left_empty(folder: Path) -> Iterator[None]:
     """Remove ``folder`` if the block created it and failed with it empty."""
@@ -291,6 +319,8 @@ def export_tflite(
     quantize: str = "none",
     force: bool = False,
     latency_calls: int = LATENCY_CALLS,
+    weights_file: str | os.PathLike | None = None,
+    channel_names: Sequence[str] | None = None,
 ) -> ExportReport:
     """Write a TFLite (LiteRT) flatbuffer of builtin ops only, for a fixed input shape.
 
@@ -298,7 +328,11 @@ def export_tflite(
     output ``tokens`` (encoder) or ``logits`` (classifier). ``quantize``: ``"none"``
     (float32), ``"float16"`` (float16 weights) or ``"dynamic-int8"`` (int8 weights,
     dynamic-range activations; no calibration data). The NaN/Inf input check is left out.
+    The file carries the export record (:mod:`eegdino_tf.artifact`) as a metadata buffer.
     """
+    from eegdino_tf import artifact
+
+    artifact.check_channel_names(channel_names, channels)
     litert = require("ai_edge_litert.interpreter", "export")
     if quantize not in QUANTIZATIONS:
         raise ExportError(f"unknown quantization {quantize!r}; choose one of {QUANTIZATIONS}")
@@ -308,18 +342,21 @@ def export_tflite(
     with atomic_output(output_path, force=force) as tmp:
         tmp.write_bytes(T.tflite_flatbuffer(model, spec, quantize))
 
-        interpreter = litert.Interpreter(
-            model_content=tmp.read_bytes(), num_threads=hardware.cpu_threads()
-        )
-        runner = interpreter.get_signature_runner("serving_default")
+        def runner(data: bytes) -> Runner:
+            interpreter = litert.Interpreter(model_content=data, num_threads=hardware.cpu_threads())
+            signature = interpreter.get_signature_runner("serving_default")
+            return lambda eeg: signature(eeg=eeg)
 
-        def run(eeg: Array) -> dict[str, Array]:
-            return runner(eeg=eeg)
-
+        run = runner(tmp.read_bytes())
         runtime = f"ai_edge_litert {importlib.metadata.version('ai-edge-litert')} (XNNPACK)"
-        return _self_check(
+        report = _self_check(
             "tflite", model, {runtime: run}, tmp, Path(output_path), spec, quantize, latency_calls
         )
+        record = _record(model, report, quantize, None, weights_file, channel_names)
+        data = artifact.tflite_with_record(tmp.read_bytes(), record)
+        _write_unchanged(tmp, data, run, runner, probe_eeg(*report.probe_shape))
+        report.size_bytes = _size(tmp)
+        return report
 
 
 def export_onnx(
@@ -331,12 +368,18 @@ def export_onnx(
     opset: int = MIN_OPSET,
     force: bool = False,
     latency_calls: int = LATENCY_CALLS,
+    weights_file: str | os.PathLike | None = None,
+    channel_names: Sequence[str] | None = None,
 ) -> ExportReport:
     """Write an ONNX model (through tf2onnx) with input ``eeg`` ``[batch, channels, samples]``
     (dynamic batch) and output ``tokens`` (encoder) or ``logits`` (classifier).
 
-    GELU is traced as ``Erf``; the NaN/Inf input check is left out.
+    GELU is traced as ``Erf``; the NaN/Inf input check is left out. The file carries the
+    export record (:mod:`eegdino_tf.artifact`) in its ``metadata_props``.
     """
+    from eegdino_tf import artifact
+
+    artifact.check_channel_names(channel_names, channels)
     tf2onnx = require("tf2onnx", "export")
     ort = require("onnxruntime", "export")
     if opset < MIN_OPSET:
@@ -350,16 +393,23 @@ def export_onnx(
         for value in (*proto.graph.input, *proto.graph.output):
             value.type.tensor_type.shape.dim[0].dim_param = "batch"  # tf2onnx says "unk__N"
         tmp.write_bytes(proto.SerializeToString())
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
 
-        def run(eeg: Array) -> dict[str, Array]:
-            return dict(zip(names, session.run(names, {"eeg": eeg}), strict=True))
+        def runner(data: bytes) -> Runner:
+            session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+            names = [o.name for o in session.get_outputs()]
+            return lambda eeg: dict(zip(names, session.run(names, {"eeg": eeg}), strict=True))
 
+        run = runner(tmp.read_bytes())
         runtime = f"onnxruntime {ort.__version__} (CPU)"
-        return _self_check(
+        report = _self_check(
             "onnx", model, {runtime: run}, tmp, Path(output_path), spec, "none", latency_calls
         )
+        record = _record(model, report, "none", None, weights_file, channel_names)
+        proto.metadata_props.add(key=artifact.RECORD_NAME, value=artifact.encode_record(record))
+        data = proto.SerializeToString()
+        _write_unchanged(tmp, data, run, runner, probe_eeg(*report.probe_shape))
+        report.size_bytes = _size(tmp)
+        return report
 
 
 def export_model(

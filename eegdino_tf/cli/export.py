@@ -49,7 +49,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="file to write (.tflite, .onnx), or the SavedModel base folder (writes OUTPUT/1/)",
     )
     add_classifier(parser, "export encoder + head (output logits)")
-    parser.add_argument("--channels", type=int, default=19, help="EEG channels C (default 19)")
+    parser.add_argument(
+        "--channels",
+        type=channel_list,
+        default=19,
+        help="a count C, or the channel names in slot order (Fp1,Fp2,...; recorded in the "
+        "file); default 19, the standard 10-20 channels",
+    )
     parser.add_argument(
         "--samples", type=int, default=2000, help="samples T at 200 Hz (default 2000 = 10 s)"
     )
@@ -92,6 +98,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def channel_list(text: str) -> int | list[str]:
+    """``--channels``: ``"4"`` -> 4, ``"TP9,AF7,AF8,TP10"`` -> the names (distinct)."""
+    if text.strip().isdigit():
+        return int(text)
+    names = [name.strip() for name in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected a count or distinct names, got {text!r}")
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
     from eegdino_tf.export import export_model
 
@@ -111,10 +127,11 @@ def run(args: argparse.Namespace) -> int:
         args.format,
         model,
         args.output,
-        channels=args.channels,
+        channels=len(args.channels) if isinstance(args.channels, list) else args.channels,
+        channel_names=args.channels if isinstance(args.channels, list) else None,
         samples=args.samples,
         force=args.force,
-        **({"weights_file": args.weights} if args.format == "saved-model" else {}),
+        weights_file=args.weights,
         **options,
     )
     print(report.summary())
