@@ -59,6 +59,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # Windows: runs take no lock
+    fcntl = None
+
 from eegdino_tf.config import RUNTIMES, SAMPLING_RATE, batch_count
 from eegdino_tf.errors import (
     ConfigError,
@@ -362,7 +367,7 @@ def _failed_batch(failure: Any) -> Iterator[tuple[str, dict]]:
         yield recording, {"recording": recording, "stage": "inference", "error": message}
 
 
-def _row(item: tuple[tuple[str, int, float], Any], run: str) -> tuple[str, dict[str, Any]]:
+def _row(item: Any, run: str) -> tuple[str, dict[str, Any]]:
     """A window's ``((recording, index, start_s), outputs)`` -> ``(recording, row)``: its
     ``outputs``, or the ``error`` it failed with alone."""
     (recording, index, start_s), outputs = item
@@ -807,8 +812,6 @@ def _check_output(output: str) -> bool:
 
 def _held(lock: str) -> bool:
     """Whether a live process holds the ``flock`` on ``lock`` (a missing file: no)."""
-    import fcntl
-
     try:
         fd = os.open(lock, os.O_RDWR)
     except FileNotFoundError:
@@ -827,10 +830,10 @@ def _lock_run(output: str, run: str) -> int | None:
     released by the kernel when the process ends, ``kill -9`` too) and remove what runs that
     no longer hold theirs left: their ``.tmp/`` entries, and ``beam-temp-*`` folders (made by
     earlier versions, which wrote ``errors.jsonl`` with ``WriteToText``). The lock's
-    descriptor; None on another filesystem (no locks there: nothing is removed)."""
-    if not _on_local_disk(output):
+    descriptor; None on another filesystem, or without ``fcntl`` (Windows): no lock, nothing
+    removed."""
+    if fcntl is None or not _on_local_disk(output):
         return None
-    import fcntl
 
     folder = os.path.join(output, TEMPORARY)
     lock = os.path.join(folder, run + _LOCK)
@@ -864,7 +867,7 @@ def _remove(path: str) -> None:
 def _others_live(output: str, run: str) -> bool:
     """Whether another run holds its lock in a local ``output`` now."""
     folder = os.path.join(output, TEMPORARY)
-    if not (_on_local_disk(output) and os.path.isdir(folder)):
+    if fcntl is None or not (_on_local_disk(output) and os.path.isdir(folder)):
         return False
     locks = [e.name for e in os.scandir(folder) if e.name.endswith(_LOCK)]
     return any(name != run + _LOCK and _held(os.path.join(folder, name)) for name in locks)

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 from tests.helpers import TINY, nrmse
+from tests.helpers.beam import CORPUS, CORRUPT, WEIGHTS, leftovers, rows, write_corpus
 
 beam = pytest.importorskip("apache_beam", reason="apache-beam is not installed (the beam extra)")
 pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is not installed (the beam extra)")
 
 import eegdino_tf  # noqa: E402
-from eegdino_tf import cli  # noqa: E402
+import eegdino_tf.beam as beam_module  # noqa: E402
 from eegdino_tf.beam import (  # noqa: E402
     EEGDinoModelHandler,
     EncodeCorpus,
@@ -33,26 +34,12 @@ from eegdino_tf.beam import (  # noqa: E402
     output_name,
 )
 from eegdino_tf.io import STANDARD_CHANNELS, encode_recording  # noqa: E402
-from tests.helpers.recordings import TUH_LABELS, eeg_like, write_edf  # noqa: E402
-
-WEIGHTS = str(TINY / "tiny_encoder.safetensors")
-NEW_NAMES = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
-#: name -> (sampling rate, seconds, windows of 10 s): lengths, rates and layouts differ.
-CORPUS = {"a.edf": (200.0, 35, 3), "sub/b.bdf": (256.0, 42, 4), "sub/deep/c.edf": (250.0, 20, 2)}
-CORRUPT = "sub/corrupt.edf"
+from tests.helpers.recordings import eeg_like, write_edf  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    (root / "sub" / "deep").mkdir(parents=True)
-    write_edf(root / "a.edf", eeg_like(19, 200 * 35, 200.0), TUH_LABELS, 200.0)
-    shuffled = [NEW_NAMES.get(name, name) for name in STANDARD_CHANNELS][::-1]  # other order
-    write_edf(root / "sub/b.bdf", eeg_like(19, 256 * 42, 256.0), shuffled, 256.0, bdf=True)
-    write_edf(root / "sub/deep/c.edf", eeg_like(19, 250 * 20, 250.0), TUH_LABELS, 250.0, extra=True)
-    raw = (root / "a.edf").read_bytes()
-    (root / CORRUPT).write_bytes(raw[: len(raw) - 5000])  # truncated
-    return root
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +56,6 @@ def run(corpus, tmp_path_factory) -> tuple[Path, dict]:
         WEIGHTS, str(output), patterns=patterns, model_options={"norm_groups": 4}
     )
     return output, result
-
-
-def rows(output: Path, recording: str) -> dict:
-    """A recording's Parquet file as columns: lists, and float32 arrays for the lists of floats."""
-    table = pq.read_table(output / "embeddings" / output_name(recording))
-    columns = {}
-    for name in table.column_names:
-        values = table.column(name).to_pylist()
-        kind = table.schema.field(name).type
-        while hasattr(kind, "value_type"):
-            kind = kind.value_type
-        columns[name] = np.asarray(values, np.float32) if kind == "float" else values
-    return columns
 
 
 def test_every_row_equals_encode_on_that_file(corpus, run, encoder):
@@ -211,41 +185,6 @@ def test_classifier_pt_from_a_manifest_with_a_duplicate_and_bad_files(corpus, tm
     assert "global_token" not in table
 
 
-def test_cli_end_to_end_with_tokens_and_two_threads(corpus, tmp_path, capsys):
-    path = str(corpus / "sub/deep/c.edf")
-    options = ["--weights", WEIGHTS, "--norm-groups", "4", "--tokens", "--window", "5"]
-    options += ["--stride", "2.5"]
-    assert cli.main(["encode", path, "--output", str(tmp_path / "one.npz"), *options]) == 0
-    output = tmp_path / "corpus"
-    pipeline = ["--direct_num_workers=2", "--direct_running_mode=multi_threading"]
-    argv = ["encode-corpus", path, "--output", str(output), *options, "--pipeline-options"]
-    assert cli.main([*argv, *pipeline]) == 0
-    printed = capsys.readouterr().out
-    assert f"- {path}: written (7 windows)" in printed
-    assert "1 recordings: 1 written; model loads: 1" in printed  # one model, two threads
-    expected = np.load(tmp_path / "one.npz")
-    table = rows(output, path)
-    np.testing.assert_array_equal(table["start_s"], expected["window_start_s"])
-    assert nrmse(table["tokens"], expected["tokens"]) <= 1e-6
-    assert nrmse(table["global_token"], expected["global_token"]) <= 1e-6
-
-    assert cli.main(["encode-corpus", str(corpus / CORRUPT), "--weights", WEIGHTS,
-                     "--norm-groups", "4", "--output", str(tmp_path / "bad")]) == 1  # fmt: skip
-    assert "1 failed" in capsys.readouterr().out
-
-
-def test_model_copies_serve_one_shared_model_with_the_same_rows(corpus, encoder, tmp_path, capsys):
-    """``--model-copies``: the model loads in Beam's model server process (whose counters
-    Beam loses), so the summary says the loads are not counted instead of printing 0."""
-    path = str(corpus / "a.edf")
-    argv = ["encode-corpus", path, "--weights", WEIGHTS, "--norm-groups", "4"]
-    assert cli.main([*argv, "--output", str(tmp_path / "out"), "--model-copies", "1"]) == 0
-    assert "model loads: not counted with --model-copies" in capsys.readouterr().out
-    expected = encode_recording(encoder, path, progress=False)
-    table = rows(tmp_path / "out", path)
-    assert nrmse(table["global_token"], expected["global_token"]) <= 1e-6
-
-
 def test_failed_inference_goes_to_errors_and_writes_no_file(corpus, tmp_path, monkeypatch):
     def boom(self, batch, model, inference_args=None):
         raise RuntimeError("the accelerator fell over")
@@ -287,12 +226,6 @@ def test_handler_through_litert_gives_the_keras_rows():
             assert nrmse(litert_row[key], keras_row[key]) <= 2e-6
     with pytest.raises(eegdino_tf.ConfigError, match="unknown runtime 'onnx'"):
         EEGDinoModelHandler(WEIGHTS, runtime="onnx")
-
-
-def leftovers(output: Path) -> list[str]:
-    """What a run may leave besides its results: temporaries and settings."""
-    names = [".tmp", "settings.json", *(p.name for p in output.glob("beam-temp-*"))]
-    return [name for name in names if (output / name).exists()]
 
 
 def test_patterns_match_as_the_shell_does(tmp_path, monkeypatch):
@@ -375,6 +308,7 @@ def test_a_run_that_fails_at_its_start_pins_no_settings(corpus, tmp_path, monkey
 
 def test_ctrl_c_raises_keyboard_interrupt_and_leaves_nothing(corpus, tmp_path, monkeypatch):
     """A real SIGINT while the model runs: Beam would make a RuntimeError of it."""
+    monkeypatch.setattr(beam_module, "_unreported_loads", 0)  # its load is never reported
 
     def interrupted(self, batch, model, inference_args=None):
         os.kill(os.getpid(), signal.SIGINT)
@@ -474,6 +408,7 @@ def test_progress_is_one_line_a_second_at_most():
 
 def test_litert_is_converted_as_the_model_loads_inside_load_context(monkeypatch):
     """So the command line sets the converter's C++ log lines aside (``load_context``)."""
+    monkeypatch.setattr(beam_module, "_unreported_loads", 0)  # its load is never reported
     events: list[str] = []
 
     class Context:
