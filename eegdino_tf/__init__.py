@@ -43,6 +43,7 @@ _EXPORTS = {
         "build_encoder",
         "load_classifier",
         "load_encoder",
+        "load_keras",
     ),
     "eegdino_tf.weights": ("save_weights",),
 }

@@ -24,7 +24,7 @@ from typing import Any
 
 import keras
 
-from eegdino_tf import hardware
+from eegdino_tf import hardware, keras_file
 from eegdino_tf import weights as W
 from eegdino_tf.config import (
     EEGDinoConfig,
@@ -32,7 +32,7 @@ from eegdino_tf.config import (
     class_count,
     get_config,
 )
-from eegdino_tf.errors import MissingHeadError
+from eegdino_tf.errors import ConfigError, MissingHeadError
 from eegdino_tf.layers import (
     ClassificationHead,
     EEGInput,
@@ -133,6 +133,12 @@ class EEGDinoEncoder(EEGModel):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> EEGDinoEncoder:
+        """The encoder of a ``get_config`` dict (a ``.keras`` file's): its shape is checked
+        (:class:`EEGDinoConfig`'s limits, and in a ``.keras`` load the file's limits,
+        :func:`eegdino_tf.keras_file.check_loading`) before anything is built."""
+        fields = EEGDinoConfig.__dataclass_fields__
+        shape = EEGDinoConfig.from_dict({k: v for k, v in config.items() if k in fields})
+        keras_file.check_loading(shape)
         return cls(**config)
 
 
@@ -183,8 +189,20 @@ class EEGDinoClassifier(EEGModel):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> EEGDinoClassifier:
+        """The classifier of a ``get_config`` dict: ``num_classes`` (within ``MAX_CLASSES``)
+        and the encoder's class are checked before anything is built."""
         config = dict(config)
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        config["num_classes"] = class_count(config.get("num_classes"))
+        encoder, ours = config.get("encoder"), keras.saving.get_registered_name(EEGDinoEncoder)
+        if not isinstance(encoder, dict) or encoder.get("registered_name") != ours:
+            found = encoder
+            if isinstance(encoder, dict):
+                found = encoder.get("registered_name") or encoder.get("class_name")
+            raise ConfigError(
+                f"a classifier's config holds an 'encoder' of class {ours!r}; found "
+                f"{str(found)[:100]!r}"
+            )
+        config["encoder"] = keras.saving.deserialize_keras_object(encoder)
         return cls(**config)
 
 
@@ -265,3 +283,12 @@ def load_classifier(
 
     W.assign_weights(weight_map(), normalized)
     return model
+
+
+def load_keras(path: str | os.PathLike, **kwargs: Any) -> keras.Model:
+    """``keras.saving.load_model(path, **kwargs)`` for a ``.keras`` file, after checking it
+    within the limits that guard ``.pt`` files (:func:`eegdino_tf.keras_file.check_file`:
+    the zip's directory, members and inflated size) before Keras opens it. Our classes are
+    registered (importing this module did it), so the file needs no ``custom_objects``."""
+    keras_file.check_file(path)
+    return keras.saving.load_model(path, **kwargs)
