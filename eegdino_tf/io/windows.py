@@ -120,6 +120,13 @@ class Stream:
         return signal.firwin(2 * half + 1, 1 / max(self.up, self.down), window=("kaiser", 5.0))
 
     @property
+    def margin(self) -> int:
+        """Native samples read beyond each end of a span (more than the anti-aliasing filter's
+        half-length; 0 at 200 Hz): 200 Hz samples ``[start, stop)`` are final once the first
+        ``ceil(stop * down / up) + margin`` native samples are in."""
+        return 0 if (self.up, self.down) == (1, 1) else 10 * max(self.up, self.down) // self.up + 2
+
+    @property
     def n_resampled(self) -> int:
         """Samples at 200 Hz (``ceil(n_samples * up / down)``, ``resample_poly``'s length)."""
         return -(-self.n_samples * self.up // self.down)
@@ -135,7 +142,7 @@ class Stream:
         if (up, down) == (1, 1):
             return self.read(start, stop)
         signal = require("scipy.signal", "edf")
-        margin = 10 * max(up, down) // up + 2  # the filter's half-length, in native samples
+        margin = self.margin
         first = max(0, start * down // up - margin) // down * down  # on the common grid
         last = min(self.n_samples, -(-stop * down // up) + margin)
         y = signal.resample_poly(self.read(first, last), up, down, axis=-1, window=self._filter)
