@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import functools
 import glob
 import hashlib
@@ -694,12 +695,13 @@ def _has_wildcard(pattern: str) -> bool:
 def match_recordings(patterns: Sequence[str] | str) -> list[str]:
     """Globs and plain paths -> recording paths, matched now, as the shell matches them.
 
-    A path that exists is taken as it is (``rec[1].edf`` too); a local glob is matched with
-    :func:`glob.glob` (relative to the working directory, ``**`` for zero or more folders,
-    names starting with ``.`` matched only by a pattern that spells the dot) and keeps the
-    files; a glob on another filesystem Beam knows (``gs://``, ``s3://``) is matched with
-    ``FileSystems.match`` (``**/`` for zero folders too). A plain path that does not exist is
-    kept, so it is reported in ``errors.jsonl``, not dropped. Each path once, in order.
+    A path that exists is taken as it is (``rec[1].edf`` too); a local glob keeps the files
+    it matches (:func:`_local_glob`: relative to the working directory, ``**`` for zero or
+    more folders, not followed into symlinked folders, names starting with ``.`` matched only
+    by a pattern that spells the dot); a glob on another filesystem Beam knows (``gs://``,
+    ``s3://``) is matched with ``FileSystems.match`` (``**/`` for zero folders too). A plain
+    path that does not exist is kept, so it is reported in ``errors.jsonl``, not dropped.
+    Each path once, in order.
     """
     found: dict[str, None] = {}
     for pattern in [patterns] if isinstance(patterns, str) else patterns:
@@ -707,13 +709,45 @@ def match_recordings(patterns: Sequence[str] | str) -> list[str]:
         if not _has_wildcard(pattern) or FileSystems.exists(pattern):
             found[pattern] = None
         elif _on_local_disk(pattern):
-            matches = glob.glob(pattern, recursive=True)
-            found.update(dict.fromkeys(sorted(p for p in matches if os.path.isfile(p))))
+            found.update(dict.fromkeys(_local_glob(pattern)))
         else:
             variants = [pattern, pattern.replace("/**/", "/")] if "/**/" in pattern else [pattern]
             results = FileSystems.match(variants)
             found.update(dict.fromkeys(sorted(m.path for r in results for m in r.metadata_list)))
     return list(found)
+
+
+def _local_glob(pattern: str) -> list[str]:
+    """The files a local glob matches, sorted, as bash's ``globstar`` matches them: ``**`` (a
+    whole path component) is zero or more folders and, as bash 4.3+ does, never enters a
+    symlinked folder (a link loop is matched once, not 40 times over); any other component
+    is an :mod:`fnmatch` pattern, where a leading ``.`` must be spelled."""
+    if "**" not in pattern.split("/"):
+        return sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+    parts = pattern.split("/")
+    fixed = next(i for i, part in enumerate(parts) if _has_wildcard(part))
+    base, rest = "/".join(parts[:fixed]) or ("/" if pattern.startswith("/") else ""), parts[fixed:]
+    found = []
+    for root, folders, files in os.walk(base or ".", followlinks=False):
+        folders.sort()
+        inner = os.path.relpath(root, base or ".").split(os.sep)
+        inner = [] if inner == ["."] else inner
+        found += [os.path.join(base, *inner, name) for name in files
+                  if _components_match(rest, [*inner, name])]  # fmt: skip
+    return sorted(found)
+
+
+def _components_match(pattern: list[str], names: list[str]) -> bool:
+    """Whether path components ``names`` match ``pattern``'s (``**``: zero or more)."""
+    if not pattern:
+        return not names
+    head, *tail = pattern
+    if head == "**":
+        deeper = bool(names) and not names[0].startswith(".")
+        return _components_match(tail, names) or (deeper and _components_match(pattern, names[1:]))
+    if not names or (names[0].startswith(".") and not head.startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(names[0], head) and _components_match(tail, names[1:])
 
 
 @dataclasses.dataclass(eq=False)

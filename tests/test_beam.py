@@ -246,6 +246,11 @@ def test_patterns_match_as_the_shell_does(tmp_path, monkeypatch):
     assert match_recordings("sub/**/*.edf") == ["sub/b.edf", "sub/deep/c.edf"]
     assert match_recordings(str(tmp_path / "sub" / "*.edf")) == [str(tmp_path / "sub/b.edf")]
     assert match_recordings(["zz*.edf", "sub/*.bdf"]) == []
+    (tmp_path / "sub" / "loop").symlink_to("..", target_is_directory=True)
+    (tmp_path / "sub" / "deep" / "loop").symlink_to("..", target_is_directory=True)
+    assert match_recordings("sub/**/*.edf") == ["sub/b.edf", "sub/deep/c.edf"]  # not entered
+    assert match_recordings("sub/loop/*.edf") == ["sub/loop/a.edf", "sub/loop/rec1.edf",
+                                                  "sub/loop/rec[1].edf"]  # fmt: skip
 
 
 def test_no_recording_is_an_error_before_anything_is_written(tmp_path, monkeypatch):

@@ -25,7 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Read, window and encode every recording (as `encode` does) in an Apache Beam "
             "pipeline; write one Parquet file per recording under OUTPUT/embeddings, failures "
             "to OUTPUT/errors.jsonl and a per-recording report to OUTPUT/recordings.jsonl. "
-            "A rerun skips the recordings already written. Needs the beam extra."
+            "A rerun skips the recordings already written; progress goes to stderr. Exit 1 if "
+            "a recording failed, 2 if the run could not start (no recording matched, a bad "
+            "output, manifest or weights), 130 on Ctrl-C. Needs the beam extra."
         ),
     )
     parser.add_argument(
