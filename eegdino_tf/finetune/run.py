@@ -55,6 +55,8 @@ from eegdino_tf.finetune.settings import FinetuneSettings
 METRICS = ("balanced_accuracy", "cohen_kappa", "f1_weighted", "auroc", "auc_pr")
 #: Folder inside the output holding what ``resume=True`` needs.
 CHECKPOINT_DIR = "checkpoint"
+#: What a run writes into its output folder: ``force=True`` replaces these, and only these.
+RUN_FILES = ("classifier.safetensors", "metrics.json", "curves.png", CHECKPOINT_DIR)
 
 
 @dataclasses.dataclass
@@ -271,9 +273,11 @@ def finetune_recordings(
     (``epochs=10``), and any other name is a model option (``norm_groups=4``).
     ``output_dir/checkpoint/`` (last and best weights, optimizer, state) is written after
     every epoch and survives an interruption, so ``resume=True`` continues from the last
-    finished epoch, up to ``epochs``; a run that fails before its first epoch ends leaves
-    nothing. Returns ``{"model", "metrics", "output_dir", "files"}``; the model has the best
-    epoch's weights.
+    finished epoch, up to ``epochs``, with the same settings; a run that fails before its
+    first epoch ends leaves nothing. ``output_dir`` may be absent or empty; ``force=True``
+    replaces an earlier run there (its own files only, never a folder holding anything else),
+    once the new run's first epoch has ended. Returns ``{"model", "metrics", "output_dir",
+    "files"}``; the model has the best epoch's weights.
     """
     settings = FinetuneSettings.of(settings, **options)
     settings.check()
@@ -284,7 +288,7 @@ def finetune_recordings(
     fingerprint = _fingerprint(weights, settings)
     previous = None
     if mode == "resume":
-        previous = json.loads((final / CHECKPOINT_DIR / "state.json").read_text())
+        previous = _read_state(final / CHECKPOINT_DIR / "state.json")
         if previous["labels"] != data.classes or previous["split"] != data.split:
             raise RecordingError(
                 f"{final} was trained on another manifest, split or window setting; resume "
@@ -305,8 +309,15 @@ def finetune_recordings(
     return result
 
 
-#: What a run writes into its output folder: ``force=True`` replaces these, and only these.
-RUN_FILES = ("classifier.safetensors", "metrics.json", "curves.png", CHECKPOINT_DIR)
+def _read_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's ``state.json``; a one-line error if it is not one."""
+    try:
+        state = json.loads(path.read_text())
+        if isinstance(state["epochs_done"], int) and isinstance(state["history"], list):
+            return state
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    raise RecordingError(f"{path} is not a checkpoint's state; pass force=True to start over")
 
 
 def _claim_output(final: Path, *, resume: bool, force: bool) -> str:

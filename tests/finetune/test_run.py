@@ -218,6 +218,10 @@ def test_a_run_killed_in_its_first_epoch_can_be_rerun_with_the_flag_named(manife
     finetune_recordings(manifest, ENCODER, out, FAST, epochs=1, force=True)
     assert json.loads((out / "checkpoint" / "state.json").read_text())["epochs_done"] == 1
 
+    (out / "checkpoint" / "state.json").write_text('{"epochs_done": ')  # torn by hand
+    with pytest.raises(RecordingError, match="not a checkpoint's state; pass force=True"):
+        finetune_recordings(manifest, ENCODER, out, FAST, epochs=2, resume=True)
+
 
 def test_a_fresh_run_leaves_nothing_until_its_first_epoch_ends(manifest, tmp_path, monkeypatch):
     from eegdino_tf.finetune import run as finetune_run
