@@ -206,24 +206,6 @@ def test_tflite_fuses_erf_gelu_to_the_builtin(tiny_encoder, out, monkeypatch):
     assert all(ops.values()) and "GELU" in ops
 
 
-def test_builtin_op_check_names_flex_ops():
-    @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
-    def erf(x):
-        return tf.math.erf(x)
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [erf.get_concrete_function()], tf.Module()
-    )
-    converter.target_spec.supported_ops = [
-        tf.lite.OpsSet.TFLITE_BUILTINS,
-        tf.lite.OpsSet.SELECT_TF_OPS,
-    ]
-    flatbuffer = converter.convert()
-    assert T.tflite_operators(flatbuffer) == {"FlexErf": False}
-    with pytest.raises(ExportError, match="FlexErf"):
-        T.check_builtin_ops(flatbuffer)
-
-
 # ---------------------------------------------------------------------------------------------
 # ONNX
 # ---------------------------------------------------------------------------------------------

@@ -18,25 +18,30 @@ import pytest
 
 import eegdino_tf
 from eegdino_tf.errors import ConfigError, WeightsError
-from tests.helpers import OVERRIDES, fixture_path
+from tests.helpers import OVERRIDES, fixture_path, load_io
 from tests.helpers.hostile import outcome
 
 LOADERS = {"keras.models.load_model": keras.models.load_model, "load_keras": eegdino_tf.load_keras}
 
 
 @functools.cache
-def tiny_classifier_file(folder: Path) -> Path:
-    path = folder / "tiny_classifier.keras"
-    model = eegdino_tf.load_classifier(
+def tiny_encoder():
+    return eegdino_tf.load_encoder(fixture_path("tiny_encoder.safetensors"), **OVERRIDES["tiny"])
+
+
+@functools.cache
+def tiny_classifier():
+    return eegdino_tf.load_classifier(
         fixture_path("tiny_classifier.safetensors"), **OVERRIDES["tiny"]
     )
-    model.save(path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
-    return tiny_classifier_file(tmp_path_factory.mktemp("keras"))
+    """The tiny classifier as a ``.keras`` file."""
+    path = tmp_path_factory.mktemp("keras") / "tiny_classifier.keras"
+    tiny_classifier().save(path)
+    return path
 
 
 def rewritten(source: Path, target: Path, *, config=None, weights: bytes | None = None) -> Path:
@@ -67,14 +72,38 @@ def test_loading_without_importing_eegdino_tf_names_the_package(saved):
 
 
 @pytest.mark.parametrize("load", LOADERS.values(), ids=LOADERS)
-def test_a_keras_file_round_trips_through_both_loaders(saved, load):
-    model = load(saved)
-    assert isinstance(model, eegdino_tf.EEGDinoClassifier)
-    x = np.random.default_rng(0).normal(0, 30, (2, 19, 2000)).astype(np.float32)
-    reference = eegdino_tf.load_classifier(
-        fixture_path("tiny_classifier.safetensors"), **OVERRIDES["tiny"]
+@pytest.mark.parametrize("kind", ["encoder", "classifier"])
+def test_keras_file_round_trip_is_identical(tmp_path, kind, load):
+    model = tiny_encoder() if kind == "encoder" else tiny_classifier()
+    path = tmp_path / f"{kind}.keras"
+    model.save(path)
+    loaded = load(path)
+    assert type(loaded) is type(model)
+    x = load_io("tiny")["raw_uv_c16"]
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+
+
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "import eegdino_tf; import keras",
+        "import eegdino_tf; import tensorflow; import keras",
+        "import keras; import eegdino_tf",
+    ],
+)
+def test_keras_file_loads_in_a_fresh_process_after_a_plain_import(tmp_path, imports):
+    path = tmp_path / "classifier.keras"
+    tiny_classifier().save(path)
+    x = load_io("tiny")["raw_uv_c16"]
+    np.save(tmp_path / "x.npy", x)
+    code = (
+        f"{imports}; import numpy as np\n"
+        f"model = keras.models.load_model({str(path)!r})\n"
+        f"np.save({str(tmp_path / 'y.npy')!r}, model(np.load({str(tmp_path / 'x.npy')!r})))\n"
     )
-    np.testing.assert_array_equal(model(x).numpy(), reference(x).numpy())
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), tiny_classifier()(x).numpy())
 
 
 @pytest.mark.parametrize("load", LOADERS.values(), ids=LOADERS)
