@@ -47,6 +47,11 @@ _EXPORTS = {
     ),
     "eegdino_tf.weights": ("save_weights",),
 }
+#: Submodules reachable as attributes (``eegdino_tf.runtime``) without importing them first.
+_MODULES = (
+    *("config", "layers", "models", "weights", "checkpoint", "io", "recording"),
+    *("runtime", "litert", "tracing", "export", "keras_file"),
+)
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["__version__", *_WHERE]
 
@@ -54,7 +59,7 @@ __all__ = ["__version__", *_WHERE]
 def __getattr__(name: str):
     if name in _WHERE:
         return getattr(importlib.import_module(_WHERE[name]), name)
-    if name in ("weights", "layers", "models", "config", "checkpoint", "export", "io", "recording"):
+    if name in _MODULES:
         return importlib.import_module(f"eegdino_tf.{name}")
     raise AttributeError(f"module 'eegdino_tf' has no attribute {name!r}")
 

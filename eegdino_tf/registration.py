@@ -6,6 +6,11 @@ happens when :mod:`eegdino_tf.models` is imported; but that imports TensorFlow (
 closes the gap: if Keras is already imported it registers now, otherwise it registers right
 after the first ``import keras`` finishes (``import tensorflow`` imports Keras too), through a
 finder on ``sys.meta_path`` that only wraps Keras' own loader and removes itself once used.
+
+A process that never imports ``eegdino_tf`` cannot load our ``.keras`` files: Keras imports the
+module a config names only for its own packages, so ``keras.models.load_model`` ends in "Could
+not locate class 'EEGDinoClassifier'" (the config it quotes names ``eegdino_tf.models``).
+``import eegdino_tf`` first, before or after Keras, or load with :func:`eegdino_tf.load_keras`.
 """
 
 from __future__ import annotations
@@ -28,9 +33,14 @@ def register_on_keras_import() -> None:
         sys.meta_path.insert(0, _KerasImportFinder())
 
 
+#: The modules that define the package's Keras classes (the fine-tuning optimizer and loss too).
+KERAS_MODULES = ("eegdino_tf.models", "eegdino_tf.finetune.recipe")
+
+
 def _register() -> None:
     try:
-        importlib.import_module("eegdino_tf.models")
+        for module in KERAS_MODULES:
+            importlib.import_module(module)
     except Exception as err:  # never break the user's own import of Keras
         warnings.warn(
             f"eegdino_tf could not register its Keras classes ({err}); import "
