@@ -49,7 +49,7 @@ _EXPORTS = {
 }
 #: Submodules reachable as attributes (``eegdino_tf.runtime``) without importing them first.
 _MODULES = (
-    *("config", "layers", "models", "weights", "checkpoint", "io", "recording"),
+    *("config", "layers", "models", "weights", "checkpoint", "io"),
     *("runtime", "litert", "tracing", "export", "keras_file"),
 )
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
