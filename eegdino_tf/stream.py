@@ -203,17 +203,17 @@ class StreamEncoder:
         """End the recording: return the windows its last samples complete (resampled as
         ``encode`` resamples a recording that ends there), then :meth:`reset`."""
         began = time.perf_counter()
-        up, down, margin = self._stream.up, self._stream.down, self._stream.margin
-        total = -(-self._received * up // down)  # resample_poly's length at 200 Hz
-        # resample_poly pads the signal's end with zeros: the same zeros, pushed here.
-        missing = -(-total * down // up) + margin - self._received
-        self._native = np.concatenate([self._native, np.zeros((len(self.channels), missing))], 1)
-        items = self._advance(total, began)
+        ended = dataclasses.replace(self._stream, n_samples=self._received)
+        items = self._advance(ended.n_resampled, began, ended)
         self.reset()
         return items
 
     def _read(self, start: int, stop: int) -> np.ndarray:
-        """Native samples ``[start, stop)`` still held, float64 ``[C, stop - start]``."""
+        """Native samples ``[start, stop)``, float64 ``[C, stop - start]``: held, and pushed."""
+        if not self._native_start <= start <= stop <= self._received:
+            raise RuntimeError(
+                f"samples [{start}, {stop}) read; held [{self._native_start}, {self._received})"
+            )
         return self._native[:, start - self._native_start : stop - self._native_start]
 
     def _checked(self, chunk: Any) -> np.ndarray:
@@ -244,11 +244,11 @@ class StreamEncoder:
             )
         return data
 
-    def _advance(self, final: int, began: float) -> list[StreamItem]:
-        """Resample up to 200 Hz sample ``final``, encode the windows that completes, and drop
-        what no later window needs."""
+    def _advance(self, final: int, began: float, stream: Stream | None = None) -> list[StreamItem]:
+        """Resample up to 200 Hz sample ``final`` (with ``stream``, default the open-ended one),
+        encode the windows that completes, and drop what no later window needs."""
         if final > self._final:
-            fresh = self._stream.resampled(self._final, final)
+            fresh = (stream or self._stream).resampled(self._final, final)
             self._resampled = np.concatenate([self._resampled, fresh], axis=1)
             self._final = final
         starts = []
