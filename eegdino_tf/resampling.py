@@ -26,9 +26,9 @@ partial sums stay under 4096 uV), the other products are small, so only the last
 rounds at the output's size (1.5e-5 uV at 300 uV; 1e-5 measured at the headset rates). One
 ``CONV_2D`` does both: input channels (grid part, rest), output channels (exact sum, small
 sum), kernel ``[width, 2, 2 * up]`` float32 (:func:`split_bank`; 22.8 KB at 256 Hz). The graph
-is ``MUL, ROUND, SUB, PACK, PAD, CONV_2D, SPLIT, ADD, RESHAPE, STRIDED_SLICE``, all TFLite
-builtins. A rate whose kernel would pass :data:`MAX_FILTER_BYTES` (173.61 Hz: up 20000 / down
-17361) is refused.
+is ``MUL, ROUND, SUB, RESHAPE, CONCATENATION, PAD, CONV_2D, SPLIT, ADD, STRIDED_SLICE``, all
+TFLite builtins, and one XNNPACK partition (any batch too). A rate whose kernel
+would pass :data:`MAX_FILTER_BYTES` (173.61 Hz: up 20000 / down 17361) is refused.
 
 Under TF32 (NVIDIA GPUs since Ampere, on by default for float32 convolutions) the grid part is
 not exact: call ``tf.config.experimental.enable_tensor_float_32_execution(False)`` for this
@@ -191,7 +191,10 @@ class PolyphaseResample(keras.layers.Layer):
         width = self._kernel.shape[1]
         channels, samples = _size(x, 1), _size(x, 2)
         coarse = tf.round(x * (1 / INPUT_STEP)) * INPUT_STEP
-        parts = tf.stack([coarse, x - coarse], axis=-1)
+        # Reshapes and a concatenation, not tf.stack (PACK) or tf.expand_dims (EXPAND_DIMS of an
+        # unknown batch): XNNPACK runs neither, and the graph would fall in two partitions.
+        column = [-1, channels, samples, 1]
+        parts = tf.concat([tf.reshape(coarse, column), tf.reshape(x - coarse, column)], axis=-1)
         # Zeros in front so output 0's taps start at index 0, and enough behind that the last
         # frame needed fits whatever n_in is: (frames - 1) * down < n_in.
         parts = tf.pad(parts, [[0, 0], [0, 0], [self._lead, width - self._lead], [0, 0]])
