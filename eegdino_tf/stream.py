@@ -168,6 +168,7 @@ class StreamEncoder:
         self.channels = _channel_names(channels, fixed)
         self.model = model
         count = len(self.channels)
+        # Open-ended (no length yet): only spans whose filter input has all arrived are read.
         self._stream = Stream(tuple(range(count)), float(sfreq), sys.maxsize, self._read)
         self.sfreq = self._stream.sfreq
         self.reset()
