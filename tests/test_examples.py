@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import REPO
 
 
-@pytest.mark.parametrize("script", ["encode_edf.py", "mne_pipeline.py"])
+@pytest.mark.parametrize("script", ["encode_edf.py", "mne_pipeline.py", "stream_brainflow.py"])
 def test_example_runs(script):
     result = subprocess.run(
         [sys.executable, str(REPO / "examples" / script)],
