@@ -1,5 +1,7 @@
 """Predict's runtime (:mod:`eegdino_tf.runtime`): eager, tf.function, XLA and predict agree;
-batches run in parallel parts, padded where XLA needs it; the XLA choice per machine."""
+batches run in parallel parts, padded where XLA needs it; the XLA choice per machine; and the
+EEG it takes: wrong shapes and bad values are errors that say what is wrong and what is
+expected, windows whose attention cannot fit in memory are refused before running."""
 
 from __future__ import annotations
 
@@ -10,14 +12,21 @@ import pytest
 import tensorflow as tf
 
 import eegdino_tf
+from eegdino_tf import InputError
+from eegdino_tf.runtime import check_attention_memory, parallel_calls
 from tests.helpers import TINY, load_io, nrmse
 
 AGREE = 1e-6
+TINY_ENCODER = TINY / "tiny_encoder.safetensors"
 
 
 @functools.cache
-def tiny_encoder():
-    return eegdino_tf.load_encoder(TINY / "tiny_encoder.safetensors", norm_groups=4)
+def encoder(partial_patch: str = "error"):
+    return eegdino_tf.load_encoder(TINY_ENCODER, norm_groups=4, partial_patch=partial_patch)
+
+
+def eeg(batch=1, channels=19, samples=2000):
+    return np.random.default_rng(0).normal(0, 30, (batch, channels, samples)).astype(np.float32)
 
 
 @functools.cache
@@ -27,7 +36,7 @@ def tiny_classifier():
 
 @pytest.mark.parametrize("kind", ["encoder", "classifier"])
 def test_eager_function_xla_and_predict_agree(kind):
-    model = tiny_encoder() if kind == "encoder" else tiny_classifier()
+    model = encoder() if kind == "encoder" else tiny_classifier()
     io = load_io("tiny")
     x = io["raw_uv"]
     eager = model(x).numpy()
@@ -45,14 +54,14 @@ def test_predict_any_batch_size(batch_size):
     io = load_io("tiny")
     x = np.concatenate([io["raw_uv"], io["raw_uv_b1"]])  # 4 examples
     expected = np.concatenate([io["tokens"], io["tokens_b1"]])
-    assert nrmse(tiny_encoder().predict(x, batch_size=batch_size, verbose=0), expected) <= 2e-6
+    assert nrmse(encoder().predict(x, batch_size=batch_size, verbose=0), expected) <= 2e-6
 
 
 def test_predict_allocates_little_more_than_its_result():
     from tests.helpers.hostile import outcome
 
     x = np.random.default_rng(0).normal(0, 30, (200, 19, 2000)).astype(np.float32)
-    model = tiny_encoder()
+    model = encoder()
     model.predict(x[:8], batch_size=8, verbose=0)  # traced before measuring
     result_bytes = 200 * 191 * 64 * 4
     out = outcome(lambda: model.predict(x, batch_size=8, verbose=0), max_bytes=result_bytes + 2**22)
@@ -66,7 +75,7 @@ def test_a_batch_run_in_parallel_parts_equals_the_reference_in_order(jit):
 
     io = load_io("tiny")
     x, expected = io["raw_uv"], io["tokens"]  # 3 examples: parts of 2 and 1 (padded or not)
-    compiled = tiny_encoder().inference_function(jit)
+    compiled = encoder().inference_function(jit)
     for parts, equal in ((2, True), (2, False), (3, True), (5, True)):
         tokens = run_in_parts(compiled, x, parts, equal)
         assert tokens.shape == expected.shape
@@ -126,7 +135,7 @@ def test_predict_follows_the_machines_xla_choice_unless_compiled(precision):
 def test_predict_on_tf_data():
     io = load_io("tiny")
     data = tf.data.Dataset.from_tensor_slices(io["raw_uv"]).batch(2)
-    assert nrmse(tiny_encoder().predict(data, verbose=0), io["tokens"]) <= 2e-6
+    assert nrmse(encoder().predict(data, verbose=0), io["tokens"]) <= 2e-6
 
 
 def test_compile_without_a_jit_choice_keeps_predicts_own():
@@ -136,3 +145,194 @@ def test_compile_without_a_jit_choice_keeps_predicts_own():
     xla = eegdino_tf.runtime.default_jit_compile(model.precision)
     assert model.inference_function(xla).experimental_get_tracing_count() == 1
     assert model.inference_function(not xla).experimental_get_tracing_count() == 0
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((19, 2000), "rank 2"),
+        ((1, 1, 19, 2000), "rank 4"),
+        ((1, 20, 2000), "has 20 channels"),
+        ((1, 0, 2000), "has 0 channels"),
+        ((1, 19, 2050), "2050 samples, not a multiple of 200"),
+        ((1, 19, 150), "150 samples"),
+    ],
+)
+def test_bad_shapes_are_value_errors_naming_the_problem(shape, message):
+    with pytest.raises(ValueError, match=message) as err:
+        encoder()(np.zeros(shape, np.float32))
+    assert "expected raw EEG in microvolts shaped [batch, channels, samples]" in str(err.value)
+    assert isinstance(err.value, InputError)
+
+
+def test_bad_shape_in_predict_is_a_value_error():
+    with pytest.raises(ValueError, match="has 23 channels"):
+        encoder().predict(eeg(2, 23), verbose=0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_input_is_an_error(bad):
+    x = eeg()
+    x[0, 3, 17] = bad
+    with pytest.raises(InputError, match="NaN or Inf"):
+        encoder()(x)
+
+
+def test_non_finite_input_in_predict_is_an_error():
+    x = eeg(2)
+    x[1, 0, 5] = np.nan
+    with pytest.raises(InputError, match="NaN or Inf"):
+        encoder().predict(x, verbose=0)
+
+
+def test_non_finite_input_in_a_graph_is_an_error():
+    x = eeg(2)
+    x[1, 0, 5] = np.inf
+    with pytest.raises(tf.errors.InvalidArgumentError, match="EEG input contains NaN or Inf"):
+        tf.function(encoder())(tf.constant(x))
+
+
+def test_check_finite_off_lets_nan_through():
+    model = eegdino_tf.load_encoder(TINY_ENCODER, norm_groups=4, check_finite=False)
+    x = eeg()
+    x[0, 0, 0] = np.nan
+    assert np.isnan(model(x).numpy()).any()
+
+
+def test_pad_zero_pads_the_last_patch():
+    x = eeg(samples=1900)
+    padded = np.pad(x, [(0, 0), (0, 0), (0, 100)])
+    expected = encoder()(padded).numpy()
+    assert nrmse(encoder("pad")(x).numpy(), expected) <= 1e-6
+
+
+def test_crop_drops_the_partial_patch():
+    x = eeg(samples=2150)
+    expected = encoder()(x[:, :, :2000]).numpy()
+    assert nrmse(encoder("crop")(x).numpy(), expected) <= 1e-6
+
+
+def test_fewer_channels_use_the_first_slots():
+    io = load_io("tiny")
+    out = encoder()(io["raw_uv_c16"]).numpy()
+    assert out.shape == (2, 1 + 16 * 15, 64)
+    assert nrmse(out, io["tokens_c16"]) <= 2e-6
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: np.zeros((0, 19, 2000), np.float32), "holds no examples"),
+        (lambda: np.float32(1.0), "rank 0"),
+        (lambda: [eeg()], "is a list, not one array"),
+        (lambda: (eeg(), eeg()), "is a tuple, not one array"),
+    ],
+)
+@pytest.mark.parametrize("how", ["call", "predict"])
+def test_empty_scalar_and_list_inputs_are_one_clear_error(make, message, how):
+    model = encoder()
+    run = model if how == "call" else functools.partial(model.predict, verbose=0)
+    with pytest.raises(InputError, match=message) as err:
+        run(make())
+    assert "Exception encountered" not in str(err.value)  # raised before Keras wraps it
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
+def test_a_bad_batch_size_is_a_config_error(batch_size):
+    message = f"batch_size must be a positive integer, got {batch_size!r}"
+    with pytest.raises(eegdino_tf.ConfigError, match=message):
+        encoder().predict(eeg(2), batch_size=batch_size, verbose=0)
+
+
+def test_predict_fills_one_result_equal_to_the_call_from_float64_input():
+    x = eeg(5).astype(np.float64)
+    out = encoder().predict(x, batch_size=2, verbose=0)
+    assert out.dtype == np.float32 and out.shape == (5, 1 + 19 * 10, 64)
+    assert nrmse(out, encoder()(x.astype(np.float32)).numpy()) <= 1e-6
+
+
+def test_predict_runs_8_examples_a_batch_on_a_cpu_unless_told(monkeypatch):
+    if eegdino_tf.hardware.detect().gpus:
+        pytest.skip("this machine has a GPU, where predict's default batch is Keras' 32")
+    model, seen = encoder(), []
+    compiled = model.inference_function(True)
+
+    def counting(jit_compile):
+        def run(x):
+            seen.append(x.shape[0])
+            return compiled(x)
+
+        return run
+
+    monkeypatch.setattr(model, "inference_function", counting)
+    x, parts = eeg(10), parallel_calls()  # each batch in `parts` calls at once
+    out = model.predict(x, verbose=0)
+    assert sorted(seen) == [8 // parts] * (2 * parts)  # the last batch padded under XLA
+    seen.clear()
+    assert nrmse(out, model.predict(x, batch_size=32, verbose=0)) <= 1e-6
+    assert sorted(seen) == [-(-10 // parts)] * parts
+
+
+def test_predict_names_the_first_non_finite_example():
+    x = eeg(5)
+    x[3, 2, 1] = np.inf
+    with pytest.raises(InputError, match=r"^example 3: EEG input contains NaN or Inf"):
+        encoder().predict(x, batch_size=2, verbose=0)
+
+
+def test_non_finite_output_from_finite_input_names_the_units():
+    x = eeg(3) * 1e25  # finite, but nothing like microvolts
+    message = r"output for example 0 is not finite although its input is"
+    with pytest.raises(InputError, match=message) as err:
+        encoder().predict(x, verbose=0)
+    assert "not in microvolts" in str(err.value) and "1e6" in str(err.value)
+    model = eegdino_tf.load_encoder(TINY_ENCODER, norm_groups=4, check_finite=False)
+    assert not np.isfinite(model.predict(x, verbose=0)).all()  # the opt-out lets it through
+
+
+def test_a_window_whose_attention_cannot_fit_in_memory_is_refused(monkeypatch):
+    """19 channels x 305 s is 5796 tokens: one example's [8, N, N] float32 attention weights
+    take 1.0 GiB, two take 2.0 GiB; refused before anything runs on a (pretend) 1.5 GiB host."""
+    monkeypatch.setattr(eegdino_tf.hardware, "physical_memory", lambda: 3 * 2**29)
+    x = np.zeros((2, 19, 200 * 305), np.float32)
+    message = r"5796 tokens an example: .* one batch of 2 alone would take 2\.0 GiB, more than"
+    with pytest.raises(InputError, match=message) as err:
+        encoder().predict(x, verbose=0)
+    assert "1.5 GiB of memory; use shorter windows (encode: --window)" in str(err.value)
+    with pytest.raises(InputError, match="one batch of 2 alone"):  # calling the model too
+        encoder()(x)
+    classifier = eegdino_tf.load_classifier(TINY / "tiny_classifier.safetensors", norm_groups=4)
+    with pytest.raises(InputError, match="one batch of 2 alone"):  # the same for a classifier
+        classifier.predict(x, verbose=0)
+    check_attention_memory(x.shape, 1, 8)  # batch 1 (1.0 GiB) fits
+    with pytest.raises(InputError, match="one example alone would take 2.0 GiB") as err:
+        check_attention_memory(x.shape, 1, 16)  # 16 heads: 2.0 GiB
+    assert str(err.value).endswith("use shorter windows (encode: --window)")  # no batch to cut
+
+
+def test_a_tf_data_window_whose_attention_cannot_fit_is_refused_in_keras_fit_and_predict(
+    monkeypatch,
+):
+    """19 channels x 420 s is 7981 tokens, 1.9 GiB of attention weights an example: on a
+    (pretend) 1.5 GiB host, Keras' predict and fit on a tf.data pipeline are refused before
+    anything runs, whether Keras traces them with the first batch's size (2: 3.8 GiB) or with
+    an unknown one (fit: at least one example)."""
+    monkeypatch.setattr(eegdino_tf.hardware, "physical_memory", lambda: 3 * 2**29)
+    x = np.zeros((2, 19, 200 * 420), np.float32)
+    message = (
+        r"7981 tokens an example: .* of one "
+        r"(batch of 2 alone would take 3\.8|example alone would take 1\.9) GiB"
+    )
+    fresh = eegdino_tf.load_encoder(TINY_ENCODER, norm_groups=4)  # Keras' predict untraced
+    with pytest.raises(InputError, match=message):
+        fresh.predict(tf.data.Dataset.from_tensor_slices(x).batch(2), verbose=0)
+    classifier = eegdino_tf.load_classifier(TINY / "tiny_classifier.safetensors", norm_groups=4)
+    classifier.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    labelled = tf.data.Dataset.from_tensor_slices((x, np.zeros(2, np.int32))).batch(2)
+    with pytest.raises(InputError, match=message):
+        classifier.fit(labelled, epochs=1, verbose=0)
+
+
+def test_physical_memory_is_this_machines():
+    memory = eegdino_tf.hardware.physical_memory()
+    assert memory is None or 2**28 <= memory <= 2**50
