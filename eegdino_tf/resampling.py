@@ -18,21 +18,23 @@ an ``L``-tap filter (phase ``m``, ``L = ceil(len(h) / up)``) over the inputs jus
 ``q * down``. All ``up`` phases at once are one convolution of stride ``down`` with ``up``
 output channels (:func:`polyphase_bank`), not an ``n_in x n_out`` matrix.
 
-Float32 exactness: summing ``L`` products in float32 rounds at every partial sum, about 1e-4 uV
-at 1000 Hz (``L = 101``) on 300 uV peaks. So the input is split into ``x`` rounded to a grid of
-:data:`INPUT_STEP` uV and the rest (below INPUT_STEP / 2), the filter into taps on a grid of
-:data:`TAP_STEP` and the rest: the grid part's products and sums are exact in float32 (while
-partial sums stay under 4096 uV), the other products are small, so only the last addition
-rounds at the output's size (1.5e-5 uV at 300 uV; 1e-5 measured at the headset rates). One
-``CONV_2D`` does both: input channels (grid part, rest), output channels (exact sum, small
-sum), kernel ``[width, 2, 2 * up]`` float32 (:func:`split_bank`; 22.8 KB at 256 Hz). The graph
-is ``MUL, ROUND, SUB, RESHAPE, CONCATENATION, PAD, CONV_2D, SPLIT, ADD, STRIDED_SLICE``, all
-TFLite builtins, and one XNNPACK partition (any batch too). A rate whose kernel
-would pass :data:`MAX_FILTER_BYTES` (173.61 Hz: up 20000 / down 17361) is refused.
+Float32 exactness: summing ``L`` products in float32 rounds at every partial sum, 1e-4 uV at
+1000 Hz (``L = 101``) on 300 uV peaks, 12 half-steps of float32 at the output's size. So the
+input is split into ``x`` on a grid of :data:`INPUT_STEP` uV and the rest (at most 2 uV), the
+filter into taps on a grid of :data:`TAP_STEP` and the rest: the grid part's products and sums
+are exact in float32 (partial sums under 262 144 uV), the other products are small, and the
+output is within 1.5 half-steps of float32 at its size (1.5e-5 uV at 300 uV peaks, 1.5e-3 uV
+on a 30 000 uV offset). One ``CONV_2D`` does both: input channels (grid part, rest), output
+channels (exact sum, small sum), kernel ``[width, 2, 2 * up]`` float32 (:func:`split_bank`;
+22.8 KB at 256 Hz). The graph is ``MUL, ROUND, SUB, RESHAPE, CONCATENATION, PAD, CONV_2D,
+SPLIT, ADD, STRIDED_SLICE``, all TFLite builtins, in one XNNPACK partition (any batch too). A
+rate whose kernel would pass :data:`MAX_FILTER_BYTES` (173.61 Hz: up 20000 / down 17361) is
+refused.
 
-Under TF32 (NVIDIA GPUs since Ampere, on by default for float32 convolutions) the grid part is
-not exact: call ``tf.config.experimental.enable_tensor_float_32_execution(False)`` for this
-bound on such a GPU.
+The bound assumes float32 convolutions, as the CPU and LiteRT run them. TensorFlow's default
+TF32 on NVIDIA GPUs since Ampere rounds a convolution's inputs to 10-bit mantissas (0.1 uV at
+300 uV; not measured here): ``tf.config.experimental.enable_tensor_float_32_execution(False)``
+keeps float32.
 """
 
 from __future__ import annotations
@@ -46,13 +48,16 @@ import tensorflow as tf
 from eegdino_tf.config import SAMPLING_RATE
 from eegdino_tf.errors import ConfigError, InputError, RecordingError
 from eegdino_tf.io.windows import resample_factors
+from eegdino_tf.layers import _SERIALIZABLE, _dim
 
 #: The largest filter bank (float32 bytes) a graph may hold; 16384 Hz needs 1.4 MB.
 MAX_FILTER_BYTES = 4 * 2**20
 #: The grids of the exact part (module docstring): input microvolts rounded to multiples of
 #: ``INPUT_STEP``, filter taps to multiples of ``TAP_STEP``; their products and every partial
-#: sum below ``2**24 * INPUT_STEP * TAP_STEP`` (4096 uV) are exact in float32.
-INPUT_STEP = 2.0**-4
+#: sum below ``2**24 * INPUT_STEP * TAP_STEP`` (262 144 uV, past OpenBCI's 187 500 uV full
+#: scale) are exact in float32; the rest of the input (at most 2 uV) leaves float32 rounding
+#: far below the output's own.
+INPUT_STEP = 4.0
 TAP_STEP = 2.0**-8
 #: ``resample_poly``'s default window and its filter's half-length per unit of max(up, down).
 KAISER_BETA = 5.0
@@ -83,8 +88,12 @@ def checked_factors(sfreq: float) -> tuple[int, int]:
 def resampled_length(samples: int, sfreq: float) -> int:
     """Samples at 200 Hz from ``samples`` at ``sfreq`` Hz: ``ceil(samples * up / down)``,
     ``resample_poly``'s output length."""
-    up, down = checked_factors(sfreq)
-    return -(-samples * up // down)
+    return _length(samples, *checked_factors(sfreq))
+
+
+def _length(samples, up: int, down: int):
+    """``ceil(samples * up / down)`` of an int or a scalar tensor."""
+    return (samples * up + down - 1) // down
 
 
 def lowpass_filter(up: int, down: int) -> np.ndarray:
@@ -107,11 +116,10 @@ def _phases(up: int, down: int) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def _bank_width(up: int, down: int) -> int:
-    """Columns of :func:`polyphase_bank`'s kernel: input samples one stride's outputs read.
-    Needs only the first and last phase's offsets, so a rate is refused without building."""
-    half = HALF_LENGTH_PER_FACTOR * max(up, down)
-    taps = -(-(2 * half + 1) // up)
-    return ((up - 1) * down + half) // up - half // up + taps
+    """Columns of :func:`polyphase_bank`'s kernel: the input samples one stride's outputs read
+    (from the phases alone, so a rate is refused before any filter is built)."""
+    _, offset, taps = _phases(up, down)
+    return int(offset[-1] - offset[0]) + taps
 
 
 def _bank_bytes(up: int, down: int) -> int:
@@ -147,7 +155,7 @@ def split_bank(kernel: np.ndarray) -> np.ndarray:
     return bank
 
 
-@keras.saving.register_keras_serializable(package="eegdino_tf")
+@_SERIALIZABLE
 class PolyphaseResample(keras.layers.Layer):
     """Microvolts ``[B, C, n_in]`` at ``sfreq`` Hz -> ``[B, C, resampled_length(n_in, sfreq)]``
     float32 at 200 Hz, equal to ``scipy.signal.resample_poly`` (module docstring).
@@ -189,7 +197,7 @@ class PolyphaseResample(keras.layers.Layer):
             return x
         kernel = tf.constant(self._kernel)
         width = self._kernel.shape[1]
-        channels, samples = _size(x, 1), _size(x, 2)
+        channels, samples = _dim(x, 1), _dim(x, 2)
         coarse = tf.round(x * (1 / INPUT_STEP)) * INPUT_STEP
         # Reshapes and a concatenation, not tf.stack (PACK) or tf.expand_dims (EXPAND_DIMS of an
         # unknown batch): XNNPACK runs neither, and the graph would fall in two partitions.
@@ -200,20 +208,14 @@ class PolyphaseResample(keras.layers.Layer):
         parts = tf.pad(parts, [[0, 0], [0, 0], [self._lead, width - self._lead], [0, 0]])
         frames = tf.nn.conv2d(parts, kernel, strides=[1, 1, self.down, 1], padding="VALID")
         exact, rest = tf.split(frames, 2, axis=-1)
-        y = tf.reshape(exact + rest, [-1, channels, _size(frames, 2) * self.up])
-        return y[:, :, : (samples * self.up + self.down - 1) // self.down]
+        y = tf.reshape(exact + rest, [-1, channels, _dim(frames, 2) * self.up])
+        return y[:, :, : _length(samples, self.up, self.down)]
 
     def compute_output_shape(self, input_shape):
         batch, channels, samples = input_shape
         if self.identity or samples is None:
             return (batch, channels, samples)
-        return (batch, channels, -(-samples * self.up // self.down))
+        return (batch, channels, _length(samples, self.up, self.down))
 
     def get_config(self):
         return {**super().get_config(), "sfreq": self.sfreq}
-
-
-def _size(x: tf.Tensor, axis: int) -> int | tf.Tensor:
-    """Static size of ``x`` along ``axis`` when known, else the dynamic one."""
-    static = x.shape[axis]
-    return static if static is not None else tf.shape(x)[axis]
