@@ -93,6 +93,7 @@ def export_record(
     from eegdino_tf.io.channels import STANDARD_CHANNELS
 
     _, channels, samples = input_shape
+    sfreq = float(getattr(model, "sfreq", SAMPLING_RATE))  # a Resampled model's input rate
     check_channel_names(channel_names, channels)
     names = list(channel_names) if channel_names is not None else None
     if names is None and channels <= len(STANDARD_CHANNELS):
@@ -115,8 +116,12 @@ def export_record(
         "input_dtype": "float32",
         "units": "uV",
         "input_scale": "x0.01, applied inside the model: give raw microvolts",
-        "sfreq": float(SAMPLING_RATE),
-        "window_s": samples / SAMPLING_RATE,
+        "sfreq": sfreq,
+        "window_s": samples / sfreq,
+        "resampling": "none: the input is at 200 Hz"
+        if sfreq == SAMPLING_RATE
+        else "inside the graph to 200 Hz, polyphase with scipy.signal.resample_poly's filter, "
+        "each window alone",
         "patch_samples": PATCH_SIZE,
         "channels": names,
         "outputs": {name: OUTPUT_LAYOUTS.get(name, "a model output") for name in outputs},

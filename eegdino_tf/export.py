@@ -34,7 +34,7 @@ import numpy as np
 
 from eegdino_tf import hardware
 from eegdino_tf import tracing as T
-from eegdino_tf.config import PATCH_SIZE
+from eegdino_tf.config import PATCH_SIZE, SAMPLING_RATE
 from eegdino_tf.errors import ExportError, require
 from eegdino_tf.files import atomic_output
 
@@ -131,7 +131,9 @@ def export_saved_model(
     output_dir: str | os.PathLike,
     *,
     channels: int = 19,
-    samples: int = 2000,
+    samples: int | None = None,
+    sfreq: float = SAMPLING_RATE,
+    window: float | None = None,
     version: int = 1,
     force: bool = False,
     latency_calls: int = LATENCY_CALLS,
@@ -174,7 +176,8 @@ def export_saved_model(
     name = model_name or output_dir.resolve().name
     config_text = serving.models_config_text(name, base_path or str(output_dir.resolve()))
     model = T.for_format(model, "saved-model")
-    spec = T.input_spec(model, None, channels, samples)
+    model, spec = at_rate(model, None, channels, samples, sfreq, window)
+    samples = spec.shape[-1]
     path = output_dir / str(version)
     with _removed_if_left_empty(output_dir), atomic_output(path, force=force) as tmp:
         module = tf.Module()
@@ -314,7 +317,9 @@ def export_tflite(
     output_path: str | os.PathLike,
     *,
     channels: int = 19,
-    samples: int = 2000,
+    samples: int | None = None,
+    sfreq: float = SAMPLING_RATE,
+    window: float | None = None,
     batch: int = 1,
     quantize: str = "none",
     force: bool = False,
@@ -338,7 +343,7 @@ def export_tflite(
         raise ExportError(f"unknown quantization {quantize!r}; choose one of {QUANTIZATIONS}")
     if batch < 1:
         raise ExportError(f"batch must be >= 1, got {batch}")
-    spec = T.input_spec(model, batch, channels, samples)
+    model, spec = at_rate(T.for_format(model, "tflite"), batch, channels, samples, sfreq, window)
     with atomic_output(output_path, force=force) as tmp:
         tmp.write_bytes(T.tflite_flatbuffer(model, spec, quantize))
 
@@ -364,7 +369,9 @@ def export_onnx(
     output_path: str | os.PathLike,
     *,
     channels: int = 19,
-    samples: int = 2000,
+    samples: int | None = None,
+    sfreq: float = SAMPLING_RATE,
+    window: float | None = None,
     opset: int = MIN_OPSET,
     force: bool = False,
     latency_calls: int = LATENCY_CALLS,
@@ -384,8 +391,10 @@ def export_onnx(
     ort = require("onnxruntime", "export")
     if opset < MIN_OPSET:
         raise ExportError(f"opset must be >= {MIN_OPSET}, got {opset}")
-    export_model = T.for_format(model, "onnx")
-    spec = T.input_spec(export_model, None, channels, samples)
+    export_model, spec = at_rate(
+        T.for_format(model, "onnx"), None, channels, samples, sfreq, window
+    )
+    model = at_rate(model, None, channels, samples, sfreq, window)[0]
     with atomic_output(output_path, force=force) as tmp:
         serve = T.frozen(T.trace(export_model, spec, form=T.GRAPH_FORMS["onnx"]), spec)
         with T.converter_errors("ONNX"), _quiet("tf2onnx"):
@@ -410,6 +419,57 @@ def export_onnx(
         _write_unchanged(tmp, data, run, runner, probe_eeg(*report.probe_shape))
         report.size_bytes = _size(tmp)
         return report
+
+
+class Resampled:
+    """``model`` behind :class:`~eegdino_tf.resampling.PolyphaseResample`: ``eeg`` microvolts
+    at ``sfreq`` ``[B, C, n]`` -> the model's outputs on that window resampled to 200 Hz. It is
+    what an export at a headset's rate traces; everything else is the model's."""
+
+    def __init__(self, model: Any, sfreq: float) -> None:
+        from eegdino_tf.resampling import PolyphaseResample
+
+        self.model, self.sfreq = model, float(sfreq)
+        self.front = PolyphaseResample(sfreq)
+
+    def __call__(self, eeg: Any, training: bool = False) -> Any:
+        return self.model(self.front(eeg), training=training)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
+def at_rate(
+    model: Any,
+    batch: int | None,
+    channels: int,
+    samples: int | None,
+    sfreq: float,
+    window: float | None,
+) -> tuple[Any, tf.TensorSpec]:
+    """The model an export traces and its ``eeg`` spec ``[batch, channels, n]`` at ``sfreq``:
+    ``n`` is ``samples``, or ``round(sfreq * window)``, or 10 s; at 200 Hz the model itself,
+    at another rate :class:`Resampled` (the window must resample to whole 1 s patches)."""
+    import tensorflow as tf
+
+    from eegdino_tf.resampling import checked_factors, resampled_length
+
+    if samples is not None and window is not None:
+        raise ExportError("give samples or window, not both")
+    if window is not None and not (isinstance(window, (int, float)) and window > 0):
+        raise ExportError(f"window must be a positive number of seconds, got {window!r}")
+    n = samples if samples is not None else round(sfreq * (10 if window is None else window))
+    if float(sfreq) == SAMPLING_RATE:
+        return model, T.input_spec(model, batch, channels, n)
+    checked_factors(sfreq)
+    at_200 = resampled_length(n, sfreq)
+    if at_200 % PATCH_SIZE and getattr(model, "partial_patch", "error") == "error":
+        raise ExportError(
+            f"a window of {n} samples at {sfreq:g} Hz resamples to {at_200} samples at 200 Hz, "
+            "not whole 1 s patches: use a whole number of seconds (window=4, say)"
+        )
+    T.input_spec(model, batch, channels, at_200)  # checks the 200 Hz shape
+    return Resampled(model, sfreq), tf.TensorSpec([batch, channels, n], tf.float32, name="eeg")
 
 
 def export_model(

@@ -71,7 +71,7 @@ def named_outputs(model: keras.Model, eeg: Any, extended: bool = False) -> dict[
     extras when ``extended``. A model of the user's own (e.g. ``Input -> encoder -> Dense``)
     keeps its own output names and gets no extras: its outputs are not tokens."""
     out = model(eeg, training=False)
-    name = getattr(type(model), "serving_output", None)
+    name = getattr(model, "serving_output", None)
     if name in SERVING_OUTPUTS:
         return {name: out, **(_extras(name, out) if extended else {})}
     if isinstance(out, dict):

@@ -57,7 +57,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "file); default 19, the standard 10-20 channels",
     )
     parser.add_argument(
-        "--samples", type=int, default=2000, help="samples T at 200 Hz (default 2000 = 10 s)"
+        "--sfreq",
+        type=float,
+        default=200.0,
+        help="the input's sampling rate in Hz (default 200); another rate is resampled to 200 "
+        "Hz inside the file (polyphase, scipy's resample_poly filter, each window alone)",
+    )
+    parser.add_argument(
+        "--window", type=float, help="window in seconds: input samples round(sfreq * window)"
+    )
+    parser.add_argument(
+        "--samples", type=int, help="input samples at --sfreq (default: 10 s); or --window"
     )
     parser.add_argument(
         "--partial-patch",
@@ -128,8 +138,10 @@ def run(args: argparse.Namespace) -> int:
         model,
         args.output,
         channels=len(args.channels) if isinstance(args.channels, list) else args.channels,
-        channel_names=args.channels if isinstance(args.channels, list) else None,
         samples=args.samples,
+        sfreq=args.sfreq,
+        window=args.window,
+        channel_names=args.channels if isinstance(args.channels, list) else None,
         force=args.force,
         weights_file=args.weights,
         **options,
