@@ -50,6 +50,18 @@ NAN_POLICIES = {
 }
 
 
+def nan_policy(model: Any, fmt: str, quantization: str) -> str:
+    """What the artifact does with non-finite input: a SavedModel of a model built with
+    ``check_finite`` refuses it (``tracing.KEEPS_FINITE_CHECK``); the rest do not check."""
+    from eegdino_tf.tracing import KEEPS_FINITE_CHECK
+
+    if KEEPS_FINITE_CHECK[fmt] and getattr(model, "check_finite", False):
+        return NAN_POLICIES[fmt]
+    if KEEPS_FINITE_CHECK[fmt]:
+        return "unchecked: the model was built with check_finite=False"
+    return NAN_POLICIES.get(f"{fmt}/{quantization}", NAN_POLICIES[fmt])
+
+
 def sha256_of(path: str | os.PathLike) -> str:
     """The SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
@@ -127,7 +139,7 @@ def export_record(
         "outputs": {name: OUTPUT_LAYOUTS.get(name, "a model output") for name in outputs},
         "signatures": {k: list(v) for k, v in (signatures or {}).items()},
         "quantization": {"mode": quantization, "self_check": dict(self_check or {})},
-        "nan_policy": NAN_POLICIES.get(f"{fmt}/{quantization}", NAN_POLICIES[fmt]),
+        "nan_policy": nan_policy(model, fmt, quantization),
     }
 
 

@@ -34,7 +34,7 @@ def register_on_keras_import() -> None:
 
 
 #: The modules that define the package's Keras classes (the fine-tuning optimizer and loss too).
-KERAS_MODULES = ("eegdino_tf.models", "eegdino_tf.finetune.recipe")
+KERAS_MODULES = ("eegdino_tf.models", "eegdino_tf.finetune.recipe", "eegdino_tf.resampling")
 
 
 def _register() -> None:

@@ -189,6 +189,13 @@ class EEGModel(keras.Model):
         self.__dict__["_jit_chosen"] = jit_compile != "auto"
         super().compile(*args, jit_compile=jit_compile, **kwargs)
 
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        """Compile as a ``.keras`` file says (Keras skips a model whose ``compile`` is its
+        own), so its optimizer and the optimizer's state load with it."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def inference_function(self, jit_compile: bool) -> tf.types.experimental.GenericFunction:
         """The cached ``tf.function`` (XLA or not) that :meth:`predict` runs: ``x -> y``;
         under XLA written in :data:`XLA_GRAPH_FORM`."""
