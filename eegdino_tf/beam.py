@@ -611,10 +611,10 @@ class EncodeCorpus(beam.PTransform):
     def window_shape(self) -> tuple[int, int]:
         """``(channels, samples)`` of every window this transform encodes."""
         from eegdino_tf.io import STANDARD_CHANNELS
-        from eegdino_tf.io.windows import seconds_to_samples
+        from eegdino_tf.io.windows import window_samples
 
         channels = self.settings()["channels"] or STANDARD_CHANNELS
-        return len(channels), seconds_to_samples(self.window, "window", whole_seconds=True)
+        return len(channels), window_samples(self.window)
 
     def temporary(self) -> str:
         """This run's folder of temporaries: ``output/.tmp/<run>``."""

@@ -17,7 +17,7 @@ import tensorflow as tf
 from eegdino_tf.config import SAMPLING_RATE
 from eegdino_tf.errors import RecordingError
 from eegdino_tf.io import open_recording
-from eegdino_tf.io.windows import seconds_to_samples
+from eegdino_tf.io.windows import window_samples
 
 
 def window_dataset(
@@ -90,7 +90,7 @@ def planned_dataset(
     gives its window once per label. The starts must be among those of
     ``recording.window_starts(window, stride, pad_tail)``.
     """
-    size = seconds_to_samples(window, "window", whole_seconds=True)
+    size = window_samples(window)
     x_spec = tf.TensorSpec([n_channels, size], tf.float32)
     count = sum(len(wanted) for _, wanted in plan)
 

@@ -30,7 +30,7 @@ import numpy as np
 from eegdino_tf.config import MAX_CHANNELS, SAMPLING_RATE
 from eegdino_tf.errors import ConfigError, ExportError, InputError, require
 from eegdino_tf.io.encode import summarize
-from eegdino_tf.io.windows import Stream, seconds_to_samples
+from eegdino_tf.io.windows import Stream, seconds_to_samples, window_samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +157,7 @@ class StreamEncoder:
         if fixed is not None and window is None:
             window = fixed.samples / SAMPLING_RATE
         self.window_s = 10.0 if window is None else float(window)
-        self._size = seconds_to_samples(self.window_s, "window", whole_seconds=True)
+        self._size = window_samples(self.window_s)
         self.hop_s = self.window_s if hop is None else float(hop)
         self._step = seconds_to_samples(self.hop_s, "hop", whole_seconds=False)
         if fixed is not None and self._size != fixed.samples:

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from eegdino_tf.files import atomic_output
     from eegdino_tf.io import encode_recording, open_recording
-    from eegdino_tf.io.windows import seconds_to_samples
+    from eegdino_tf.io.windows import window_samples
 
     # The recording is opened and its windows checked before the model loads (seconds).
     recording = open_recording(args.input, channels=args.channels, unit=args.unit)
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     with atomic_output(args.output, force=args.force) as tmp:
         model = load_model(args)
         if args.runtime == "litert":  # convert first, the converter's C++ log lines set aside
-            samples = seconds_to_samples(args.window, "window", whole_seconds=True)
+            samples = window_samples(args.window)
             with stderr_set_aside():
                 model.litert_function(len(recording.channels), samples)
         result = encode_recording(

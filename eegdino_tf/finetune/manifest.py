@@ -26,7 +26,7 @@ import numpy as np
 from eegdino_tf.config import MAX_CLASSES
 from eegdino_tf.errors import ConfigError, RecordingError
 from eegdino_tf.io import Recording, open_recording
-from eegdino_tf.io.windows import CHUNK_SECONDS, event_window_starts, seconds_to_samples
+from eegdino_tf.io.windows import CHUNK_SECONDS, event_window_starts, window_samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,7 +275,7 @@ def plan_windows(
     """Open every recording and list its windows; an error for a row that gives no whole
     window, or whose recording holds a NaN or infinite sample (each recording is read once
     here, so that this is found before training)."""
-    size = seconds_to_samples(window, "window", whole_seconds=True)
+    size = window_samples(window)
 
     windows: dict[Path, list[tuple[int, int]]] = defaultdict(list)
     n_channels = None

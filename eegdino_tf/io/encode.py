@@ -13,7 +13,7 @@ from tqdm import tqdm
 from eegdino_tf.config import SAMPLING_RATE, batch_count
 from eegdino_tf.errors import RecordingError
 from eegdino_tf.io.sources import Recording, open_recording
-from eegdino_tf.io.windows import seconds_to_samples
+from eegdino_tf.io.windows import window_samples
 
 _log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def encode_recording(
     if hasattr(model, "num_heads"):  # refused before any window is read, not at the first batch
         from eegdino_tf.runtime import check_attention_memory
 
-        samples = seconds_to_samples(window, "window", whole_seconds=True)
+        samples = window_samples(window)
         shape = (len(starts), len(recording.channels), samples)
         check_attention_memory(shape, min(batch_size, len(starts)), model.num_heads)
     steps = [*recording.steps, recording.describe_windows(window, stride, pad_tail)]

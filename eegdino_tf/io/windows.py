@@ -75,12 +75,18 @@ def seconds_to_samples(seconds: float, what: str, *, whole_seconds: bool) -> int
     return round(count)
 
 
+def window_samples(window: float) -> int:
+    """A window of ``window`` seconds as its count of 200 Hz samples: the one place a window's
+    length is computed (an error unless it is a positive whole number of seconds)."""
+    return seconds_to_samples(window, "window", whole_seconds=True)
+
+
 def event_window_starts(
     starts: np.ndarray, start_s: float, end_s: float, window: float = 10
 ) -> np.ndarray:
     """The window starts (200 Hz samples, ``[W]`` int64) among ``starts`` whose whole window lies
     inside the event ``[start_s, end_s]`` seconds; an error if none does."""
-    size = seconds_to_samples(window, "window", whole_seconds=True)
+    size = window_samples(window)
     first, last = round(start_s * SAMPLING_RATE), round(end_s * SAMPLING_RATE)
     inside = starts[(starts >= first) & (starts + size <= last)]
     if not len(inside):
@@ -193,7 +199,7 @@ class Windowing:
 
         An error if the recording is shorter than one window (unless ``pad_tail``).
         """
-        size = seconds_to_samples(window, "window", whole_seconds=True)
+        size = window_samples(window)
         step = size if stride is None else seconds_to_samples(stride, "stride", whole_seconds=False)
         total = self.n_resampled
         starts = list(range(0, total - size + 1, step)) if total >= size else []
@@ -213,7 +219,7 @@ class Windowing:
     ) -> str:
         """One line saying how :meth:`windows` cuts this recording."""
         starts = self.window_starts(window, stride, pad_tail)
-        size = seconds_to_samples(window, "window", whole_seconds=True)
+        size = window_samples(window)
         end = int(starts[-1]) + size
         if end > self.n_resampled:
             tail = f"last window zero-padded by {(end - self.n_resampled) / SAMPLING_RATE:g} s"
@@ -238,7 +244,7 @@ class Windowing:
         Memory stays bounded by one chunk plus one window, whatever the recording's length.
         """
         starts = self.window_starts(window, stride, pad_tail)
-        size = seconds_to_samples(window, "window", whole_seconds=True)
+        size = window_samples(window)
         blocks = self.resampled(chunk_seconds)
         buffer = np.zeros((len(self.channels), 0))
         buffer_start = 0  # 200 Hz sample index of buffer[:, 0]
