@@ -41,16 +41,14 @@ RECORD_NAME = "eegdino"
 #: What each format does with NaN or Inf in ``eeg`` (TFLite and ONNX have no check op).
 NAN_POLICIES = {
     "saved-model": "error: a non-finite sample fails the call (InvalidArgument)",
-    "tflite": "unchecked: a non-finite sample gives non-finite outputs in float32 and float16; "
-    "check the input before calling",
-    "tflite/dynamic-int8": "unchecked: a non-finite sample can give finite but meaningless "
-    "outputs; check the input before calling",
-    "onnx": "unchecked: a non-finite sample gives non-finite outputs; check the input before "
-    "calling",
+    "tflite": "nan: an example with a non-finite sample gets NaN in every output; the other "
+    "examples are unaffected",
+    "onnx": "nan: an example with a non-finite sample gets NaN in every output; the other "
+    "examples are unaffected",
 }
 
 
-def nan_policy(model: Any, fmt: str, quantization: str) -> str:
+def nan_policy(model: Any, fmt: str) -> str:
     """What the artifact does with non-finite input: a SavedModel of a model built with
     ``check_finite`` refuses it (``tracing.KEEPS_FINITE_CHECK``); the rest do not check."""
     from eegdino_tf.tracing import KEEPS_FINITE_CHECK
@@ -59,7 +57,7 @@ def nan_policy(model: Any, fmt: str, quantization: str) -> str:
         return NAN_POLICIES[fmt]
     if KEEPS_FINITE_CHECK[fmt]:
         return "unchecked: the model was built with check_finite=False"
-    return NAN_POLICIES.get(f"{fmt}/{quantization}", NAN_POLICIES[fmt])
+    return NAN_POLICIES[fmt]
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -139,7 +137,7 @@ def export_record(
         "outputs": {name: OUTPUT_LAYOUTS.get(name, "a model output") for name in outputs},
         "signatures": {k: list(v) for k, v in (signatures or {}).items()},
         "quantization": {"mode": quantization, "self_check": dict(self_check or {})},
-        "nan_policy": nan_policy(model, fmt, quantization),
+        "nan_policy": nan_policy(model, fmt),
     }
 
 

@@ -396,7 +396,8 @@ def export_onnx(
     )
     model = at_rate(model, None, channels, samples, sfreq, window)[0]
     with atomic_output(output_path, force=force) as tmp:
-        serve = T.frozen(T.trace(export_model, spec, form=T.GRAPH_FORMS["onnx"]), spec)
+        traced = T.trace(export_model, spec, form=T.GRAPH_FORMS["onnx"], non_finite_out=True)
+        serve = T.frozen(traced, spec)
         with T.converter_errors("ONNX"), _quiet("tf2onnx"):
             proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset)
         for value in (*proto.graph.input, *proto.graph.output):

@@ -29,7 +29,9 @@ GRAPH_FORMS = {
     "onnx": {"gelu": "erf", "softmax": "op"},
 }
 #: Whether each format's artifact keeps the model's NaN/Inf input check: ``CheckNumerics``
-#: exists in neither TFLite nor ONNX (LiteRT ``predict`` checks its input in NumPy instead).
+#: exists in neither TFLite nor ONNX, whose graphs instead turn an example with a non-finite
+#: sample into NaN outputs (:func:`non_finite_to_nan`); LiteRT ``predict`` checks its input in
+#: NumPy too. Either way non-finite input never gives finite output.
 #: The one place this is decided: exporters and the CLI's loading follow it.
 KEEPS_FINITE_CHECK = {"saved-model": True, "tflite": False, "onnx": False}
 #: Peak memory of a TFLite or ONNX conversion per byte of float32 weights, roughly (the
@@ -84,17 +86,41 @@ def named_outputs(model: keras.Model, eeg: Any, extended: bool = False) -> dict[
 
 
 def trace(
-    model: keras.Model, spec: tf.TensorSpec, *, form: dict[str, str], extended: bool = False
+    model: keras.Model,
+    spec: tf.TensorSpec,
+    *,
+    form: dict[str, str],
+    extended: bool = False,
+    non_finite_out: bool = False,
 ) -> Any:
     """A concrete function ``eeg -> {name: tensor}`` (:func:`named_outputs`) written in
-    ``form`` (``GraphForm`` fields, see :data:`GRAPH_FORMS`)."""
+    ``form`` (``GraphForm`` fields, see :data:`GRAPH_FORMS`). With ``non_finite_out`` an
+    example with a NaN or Inf sample gets NaN in every output (:func:`non_finite_to_nan`)."""
     import tensorflow as tf
 
     from eegdino_tf.layers import GraphForm, graph_form
 
-    serve = tf.function(lambda eeg: named_outputs(model, eeg, extended), input_signature=[spec])
+    def outputs(eeg: tf.Tensor) -> dict[str, tf.Tensor]:
+        named = named_outputs(model, eeg, extended)
+        return non_finite_to_nan(eeg, named) if non_finite_out else named
+
+    serve = tf.function(outputs, input_signature=[spec])
     with graph_form(GraphForm(**form)):
         return serve.get_concrete_function()
+
+
+def non_finite_to_nan(eeg: tf.Tensor, outputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """``outputs`` plus, per example, the sum of ``eeg * 0``: zero for finite input, NaN when
+    any sample is NaN or Inf, so such an example's outputs are all NaN, in every quantization
+    (the sum and the add stay float in a dynamic-range int8 graph), and the others unchanged.
+    The artifacts without a ``CheckNumerics`` op (:data:`KEEPS_FINITE_CHECK`) take it."""
+    import tensorflow as tf
+
+    poison = tf.reduce_sum(eeg * 0.0, axis=[1, 2])
+    return {
+        name: out + tf.reshape(poison, [-1] + [1] * (out.shape.rank - 1))
+        for name, out in outputs.items()
+    }
 
 
 def frozen(concrete: Any, spec: tf.TensorSpec) -> Any:
@@ -147,7 +173,10 @@ def tflite_flatbuffer(model: keras.Model, spec: tf.TensorSpec, quantize: str = "
     ``"none"``, ``"float16"`` or ``"dynamic-int8"`` (weights)."""
     import tensorflow as tf
 
-    graph = frozen(trace(for_format(model, "tflite"), spec, form=GRAPH_FORMS["tflite"]), spec)
+    traced = trace(
+        for_format(model, "tflite"), spec, form=GRAPH_FORMS["tflite"], non_finite_out=True
+    )
+    graph = frozen(traced, spec)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [graph.get_concrete_function()], tf.Module()
     )

@@ -170,6 +170,31 @@ def test_tflite_quantized_variants(tiny_tflite, tiny_io):
     assert all(T.tflite_operators(int8.path.read_bytes()).values())
 
 
+def test_one_nan_policy_in_every_variant(tiny_encoder, tiny_tflite, tiny_saved_model, out):
+    """A non-finite sample never gives a finite answer: TFLite (float32, float16, dynamic-range
+    int8) and ONNX give that example NaN in every output and leave the others as they were;
+    the SavedModel refuses the call."""
+    eeg = E.probe_eeg(3, 19, 2000, seed=4)
+    bad = eeg.copy()
+    bad[1, 7, 300] = np.nan
+    bad[2, 0, 0] = np.inf
+    onnx = E.export_onnx(tiny_encoder, out / "nan.onnx").path
+    runs = {q: (lambda x, p=r.path: _batched_tflite(p, x)) for q, r in tiny_tflite.items()}
+    runs["onnx"] = lambda x: _onnx(onnx, x)["tokens"]
+    for variant, run in runs.items():
+        clean, got = run(eeg), run(bad)
+        assert np.isnan(got[1]).all() and np.isnan(got[2]).all(), variant
+        np.testing.assert_array_equal(got[0], clean[0], err_msg=variant)
+    signature = tf.saved_model.load(str(tiny_saved_model)).signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        signature(eeg=tf.constant(bad))
+
+
+def _batched_tflite(path: Path, eeg: np.ndarray) -> np.ndarray:
+    """A batch-1 TFLite file run on each example of ``eeg`` in turn."""
+    return np.concatenate([_tflite(path, x[None])["tokens"] for x in eeg])
+
+
 def test_tflite_fixed_batch_and_classifier(tiny_encoder, tiny_classifier, tiny_io, out):
     batch3 = E.export_tflite(tiny_encoder, out / "tiny_b3.tflite", batch=3)
     assert batch3.input_shape == (3, 19, 2000)
