@@ -1,46 +1,89 @@
 """LiteRT as :meth:`~eegdino_tf.EEGDinoEncoder.predict`'s runtime on a CPU:
 ``model.predict(x, runtime="litert")``, ``x`` an array, a tensor or a ``tf.data.Dataset`` of
-batches.
+batches; ``quantize="dynamic-int8"`` runs int8 weights (dynamic-range quantization).
 
 LiteRT (TFLite's interpreter, with its XNNPACK kernels) runs this model's attention, at the
 small and medium widths, faster than XLA's CPU kernels do (docs/performance.md). On the first
-such call for an input shape (channels, samples) the model is converted to the float32 TFLite
-flatbuffer that ``eegdino-tf export tflite`` writes, but for any batch size (on 2 cores: ~9 s for
-small, ~35 s for medium), and kept. The conversion holds the weights of that moment, so every
-call first compares the model's weights with them (:func:`weights_fingerprint`: one pass over
-the weights, ~2-4 ms for small on 2 cores) and converts again when they differ, however they
-were changed. Needs ai-edge-litert (the ``export`` extra).
+such call for an input shape (channels, samples) the model is converted to the TFLite flatbuffer
+that ``eegdino-tf export tflite`` writes, but for any batch size (on 2 cores: ~9 s for small,
+~35 s for medium), and kept: in the model, and on disk for every later process of this machine
+(:mod:`eegdino_tf.litert_cache`, keyed by the weights' content). The conversion holds the
+weights of that moment, so every call first compares the model's weights with them
+(:func:`weights_fingerprint`: one pass over the weights, ~2-4 ms for small on 2 cores) and
+converts again (or finds that conversion on disk) when they differ, however they were changed.
+An int8 conversion is refused when it moves the output away from float32 Keras on a probe
+(:data:`MIN_INT8_COSINE`), measured once per conversion and kept with it. Needs ai-edge-litert
+(the ``export`` extra).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow as tf
 
-from eegdino_tf import hardware, tracing
+from eegdino_tf import hardware, litert_cache, tracing
 from eegdino_tf.errors import ConfigError, require
+
+if TYPE_CHECKING:  # loaded on first use: importing this module first must not load the models
+    import tensorflow as tf
+
+#: ``predict``'s ``quantize`` choices with ``runtime="litert"``: float32, or int8 weights with
+#: dynamic-range activations (``eegdino-tf export tflite --quantize dynamic-int8``).
+LITERT_QUANTIZATIONS = ("none", "dynamic-int8")
+#: An int8 conversion is refused when, on the seeded probe (:func:`eegdino_tf.export.probe_eeg`),
+#: the cosine similarity of its global token (a classifier's logits) to float32 Keras falls
+#: under this for any example (small measured >= 0.9998).
+MIN_INT8_COSINE = 0.999
+#: Examples in the int8 probe.
+PROBE_BATCH = 2
+
+
+def check_quantize(runtime: str, quantize: str) -> None:
+    """Raise :class:`ConfigError` unless ``quantize`` is one of :data:`LITERT_QUANTIZATIONS`
+    and, when not ``"none"``, ``runtime`` is ``"litert"``."""
+    if quantize not in LITERT_QUANTIZATIONS:
+        raise ConfigError(f"unknown quantize={quantize!r}; choose one of {LITERT_QUANTIZATIONS}")
+    if quantize != "none" and runtime != "litert":
+        raise ConfigError(f"quantize={quantize!r} runs in LiteRT: pass runtime='litert'")
 
 
 class LiteRTFunction:
-    """``model`` converted once, run by LiteRT: ``batch [B, C, T] float32 -> output`` (NumPy)
-    for any ``B``, at the ``channels`` and ``samples`` it was made for. Calls from several
+    """``model`` converted once (or found converted on disk, unless ``cache=False``), run by
+    LiteRT: ``batch [B, C, T] float32 -> output`` (NumPy) for any ``B``, at the ``channels``
+    and ``samples`` it was made for, float32 or ``quantize="dynamic-int8"``. Calls from several
     threads take turns (an interpreter runs one call at a time)."""
 
-    def __init__(self, model: Any, channels: int, samples: int, threads: int | None = None):
+    def __init__(
+        self,
+        model: Any,
+        channels: int,
+        samples: int,
+        quantize: str = "none",
+        threads: int | None = None,
+        cache: bool = True,
+    ):
         if model.precision != "float32":
             raise ConfigError(
                 f"runtime='litert' runs float32 models; this one is precision="
                 f"{model.precision!r} (use runtime='keras')"
             )
+        check_quantize("litert", quantize)
         litert = require("ai_edge_litert.interpreter", "export")
         self.weights = weights_fingerprint(model)  # before converting: what is converted
         spec = tracing.input_spec(model, None, channels, samples)
-        tracing.check_conversion_memory(model)
-        flatbuffer = tracing.tflite_flatbuffer(model, spec)
-        hardware.release_freed_memory()
+        folder = litert_cache.cache_folder() if cache else None
+        key = None if folder is None else litert_cache.cache_key(model, channels, samples, quantize)
+        found = None if key is None else litert_cache.load(folder, key)
+        #: Whether the flatbuffer came from the disk cache (no conversion in this process).
+        self.cached = found is not None
+        if found is None:
+            tracing.check_conversion_memory(model)
+            flatbuffer, measured = tracing.tflite_flatbuffer(model, spec, quantize), {}
+            hardware.release_freed_memory()
+        else:
+            flatbuffer, measured = found
         self.interpreter = litert.Interpreter(
             model_content=flatbuffer, num_threads=threads or hardware.cpu_threads()
         )
@@ -49,6 +92,27 @@ class LiteRTFunction:
         self._output = self.interpreter.get_output_details()[0]["index"]
         self.interpreter.allocate_tensors()  # applies the XNNPACK delegate now, not mid-run
         self._lock = threading.Lock()
+        if found is None and quantize != "none":
+            measured["probe_cosine"] = self._probe_cosine(model, channels, samples)
+        #: Smallest cosine to float32 Keras on the probe (int8 only, else None).
+        self.cosine = measured.get("probe_cosine")
+        if found is None and key is not None and self.made_from(weights_fingerprint(model)):
+            litert_cache.store(folder, key, flatbuffer, measured)  # unchanged while converting
+        if self.cosine is not None and not self.cosine >= MIN_INT8_COSINE:
+            raise ConfigError(
+                f"quantize={quantize!r} moves this model's output to cosine {self.cosine:.5f} "
+                f"of float32 on the probe, under {MIN_INT8_COSINE}; use quantize='none'"
+            )
+
+    def _probe_cosine(self, model: Any, channels: int, samples: int) -> float:
+        """Smallest per-example cosine of this conversion's output to ``model``'s in Keras on
+        the export's seeded probe (global token, or logits)."""
+        from eegdino_tf.export import _min_cosine, probe_eeg
+
+        probe = np.asarray(probe_eeg(PROBE_BATCH, channels, samples), np.float32)
+        reference = {k: np.asarray(v) for k, v in tracing.named_outputs(model, probe).items()}
+        (name,) = reference
+        return _min_cosine({name: self(probe)}, reference)
 
     def made_from(self, weights: np.ndarray) -> bool:
         """Whether this conversion holds the weights of fingerprint ``weights``."""
@@ -76,6 +140,8 @@ def weights_fingerprint(model: Any) -> np.ndarray:
     """
     function = model.__dict__.get("_weights_fingerprint")
     if function is None:
+        import tensorflow as tf
+
         variables = [getattr(v, "value", v) for v in model.weights]
         function = tf.function(lambda: tf.concat([_row_sums(v) for v in variables], axis=0))
         model.__dict__["_weights_fingerprint"] = function
@@ -84,6 +150,8 @@ def weights_fingerprint(model: Any) -> np.ndarray:
 
 def _row_sums(variable: tf.Variable) -> tf.Tensor:
     """``[rows]`` int32: the wrapping sum of the bits of each row of ``variable``."""
+    import tensorflow as tf
+
     if variable.dtype.size == 4:
         bits = tf.bitcast(variable, tf.int32)
     else:  # one int per byte (bitcast adds the bytes as a last axis)

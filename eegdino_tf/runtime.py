@@ -30,7 +30,7 @@ from eegdino_tf.layers import (
     check_eeg_shape,
     graph_form,
 )
-from eegdino_tf.litert import LiteRTFunction, weights_fingerprint
+from eegdino_tf.litert import LiteRTFunction, check_quantize, weights_fingerprint
 
 
 class EEGModel(keras.Model):
@@ -46,7 +46,14 @@ class EEGModel(keras.Model):
         return super().__call__(*args, **kwargs)
 
     def predict(
-        self, x, batch_size=None, verbose="auto", steps=None, callbacks=None, runtime="keras"
+        self,
+        x,
+        batch_size=None,
+        verbose="auto",
+        steps=None,
+        callbacks=None,
+        runtime="keras",
+        quantize="none",
     ):
         """Keras ``predict``, with a fast path for in-memory arrays; ``batch_size`` defaults to
         :func:`default_batch_size` (8 on a CPU, 32 on a GPU).
@@ -66,14 +73,16 @@ class EEGModel(keras.Model):
         ``runtime="litert"`` runs the batches through LiteRT instead (float32 models, on the
         CPU; faster there at the small and medium sizes): arrays and tensors as above, or a
         ``tf.data.Dataset`` of batches (``x`` or ``(x, y, ...)`` elements; ``steps`` of them
-        at most). See :mod:`eegdino_tf.litert`.
+        at most). ``quantize="dynamic-int8"`` (LiteRT only) runs int8 weights, refused where
+        its output strays from float32's on a probe. See :mod:`eegdino_tf.litert`.
         """
         if runtime not in RUNTIMES:
             raise ConfigError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
+        check_quantize(runtime, quantize)
         if isinstance(x, (np.generic, list, tuple, dict)):
             check_eeg_input(x, self.partial_patch)
         if runtime == "litert" and isinstance(x, tf.data.Dataset) and not callbacks:
-            return self._predict_dataset_litert(x, steps, verbose)
+            return self._predict_dataset_litert(x, steps, verbose, quantize)
         if steps is not None or callbacks or not isinstance(x, (np.ndarray, tf.Tensor)):
             if runtime == "litert":
                 raise ConfigError(
@@ -87,7 +96,7 @@ class EEGModel(keras.Model):
         size = default_batch_size() if batch_size is None else batch_count(batch_size)
         check_attention_memory(x.shape, min(size, len(x)), self.num_heads)
         if runtime == "litert":
-            function, pad = self.litert_function(int(x.shape[1]), int(x.shape[2])), True
+            function, pad = self.litert_function(int(x.shape[1]), int(x.shape[2]), quantize), True
         else:
             chosen = self.__dict__.get("_jit_chosen", False)
             jit = self.jit_compile if chosen else default_jit_compile(self.precision)
@@ -124,7 +133,9 @@ class EEGModel(keras.Model):
             raise InputError(non_finite_output(batch, y, start, self.precision))
         return y
 
-    def _predict_dataset_litert(self, dataset: Any, steps: int | None, verbose: Any) -> Any:
+    def _predict_dataset_litert(
+        self, dataset: Any, steps: int | None, verbose: Any, quantize: str
+    ) -> Any:
         """``predict(dataset, runtime="litert")``: each batch of ``dataset`` (the first part
         of ``(x, y, ...)`` elements) through LiteRT, in order; a batch shorter than the first
         is padded to its size (LiteRT's tensors keep their shape)."""
@@ -148,7 +159,7 @@ class EEGModel(keras.Model):
             check_eeg_shape(batch.shape, self.partial_patch)
             check_attention_memory(batch.shape, len(batch), self.num_heads)
             size = size or len(batch)
-            function = self.litert_function(int(batch.shape[1]), int(batch.shape[2]))
+            function = self.litert_function(int(batch.shape[1]), int(batch.shape[2]), quantize)
             outputs.append(self._run_batch(function, batch, seen, size))
             seen += len(batch)
             if progress is not None:
@@ -157,21 +168,26 @@ class EEGModel(keras.Model):
             raise InputError("the dataset has no batches to predict on")
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
-    def litert_function(self, channels: int, samples: int) -> LiteRTFunction:
-        """The model converted for LiteRT at this input shape (any batch): made on first use,
-        and made again whenever the weights are no longer those it was made from, however they
-        changed (``fit``, ``set_weights``, ``assign``, a training step of one's own, a
-        checkpoint read, through this model, a model it is part of or a part of it): checked
-        on every call (:func:`~eegdino_tf.litert.weights_fingerprint`)."""
+    def litert_function(
+        self, channels: int, samples: int, quantize: str = "none", cache: bool = True
+    ) -> LiteRTFunction:
+        """The model converted for LiteRT at this input shape (any batch) and ``quantize``:
+        made on first use (found on disk when this machine converted it before, unless
+        ``cache=False``: :mod:`eegdino_tf.litert_cache`), and made again whenever the weights
+        are no longer those it was made from, however they changed (``fit``, ``set_weights``,
+        ``assign``, a training step of one's own, a checkpoint read, through this model, a
+        model it is part of or a part of it): checked on every call
+        (:func:`~eegdino_tf.litert.weights_fingerprint`)."""
         weights = weights_fingerprint(self)
         # One conversion at a time, also for threads that share us.
         with self.__dict__.setdefault("_litert_lock", threading.Lock()):
-            cache = self.__dict__.setdefault("_litert_functions", {})
-            for shape in [s for s, made in cache.items() if not made.made_from(weights)]:
-                del cache[shape]  # stale: freed before converting again
-            if (channels, samples) not in cache:
-                cache[channels, samples] = LiteRTFunction(self, channels, samples)
-            return cache[channels, samples]
+            functions = self.__dict__.setdefault("_litert_functions", {})
+            for key in [k for k, made in functions.items() if not made.made_from(weights)]:
+                del functions[key]  # stale: freed before converting again
+            key = (channels, samples, quantize)
+            if key not in functions:
+                functions[key] = LiteRTFunction(self, channels, samples, quantize, cache=cache)
+            return functions[key]
 
     def reset_litert(self) -> None:
         """Forget the LiteRT conversions now, freeing their memory (a conversion whose weights

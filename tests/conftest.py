@@ -22,3 +22,12 @@ def encoder():
 def classifier():
     """The tiny fixture classifier."""
     return eegdino_tf.load_classifier(TINY / "tiny_classifier.safetensors", norm_groups=4)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def litert_cache_in_a_temporary_folder(tmp_path_factory):
+    """LiteRT conversions are cached in a folder of this test session (its subprocesses too),
+    never in the user's own cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EEGDINO_TF_CACHE", str(tmp_path_factory.mktemp("litert-cache")))
+        yield

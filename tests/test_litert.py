@@ -11,7 +11,9 @@ import pytest
 import tensorflow as tf
 
 import eegdino_tf
+from eegdino_tf import litert, tracing
 from eegdino_tf.errors import ConfigError, InputError
+from eegdino_tf.export import MIN_INT8_COSINE as EXPORT_MIN_INT8_COSINE
 from tests.helpers import OVERRIDES, fixture_path, load_io, nrmse
 
 TOLERANCE = 2e-6
@@ -30,7 +32,7 @@ def test_litert_predict_matches_reference_tokens(model):
         tokens = run.predict(io["raw_uv" + case], batch_size=2, verbose=0, runtime="litert")
         assert tokens.shape == io["tokens" + case].shape
         assert nrmse(tokens, io["tokens" + case]) <= TOLERANCE
-    assert set(run.__dict__["_litert_functions"]) == {(19, 2000), (16, 3000)}
+    assert set(run.__dict__["_litert_functions"]) == {(19, 2000, "none"), (16, 3000, "none")}
 
 
 def test_litert_predict_matches_reference_logits():
@@ -104,6 +106,7 @@ def test_litert_predict_refuses_what_it_cannot_run():
 def test_litert_conversion_too_big_for_memory_is_refused_before_converting(monkeypatch):
     from eegdino_tf import hardware
 
+    monkeypatch.setenv("EEGDINO_TF_CACHE", "off")  # a conversion found on disk needs no memory
     model = eegdino_tf.load_encoder(fixture_path("tiny_encoder.safetensors"), **OVERRIDES["tiny"])
     monkeypatch.setattr(hardware, "physical_memory", lambda: 8 * 2**20)  # attention fits
     with pytest.raises(ConfigError, match=r"takes about .* GiB \(45x its float32 weights\)"):
@@ -189,3 +192,59 @@ def test_the_weights_fingerprint_sees_a_change_of_one_value_and_a_transpose():
     value[3, 5] = np.nextafter(value[3, 5], -np.inf)
     kernel.assign(value)
     assert np.array_equal(weights_fingerprint(model), first)
+
+
+def global_cosines(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Per-example cosine similarity of the global tokens (rows of logits)."""
+    a, b = (
+        np.asarray(v, np.float64).reshape(len(v), -1, v.shape[-1])[:, 0] for v in (got, expected)
+    )
+    return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.parametrize("kind", ["encoder", "classifier"])
+def test_int8_litert_predict_keeps_the_export_bounds_at_any_batch(kind):
+    io = load_io("tiny")
+    model = (
+        encoder("tiny")
+        if kind == "encoder"
+        else eegdino_tf.load_classifier(
+            fixture_path("tiny_classifier.safetensors"), **OVERRIDES["tiny"]
+        )
+    )
+    expected = io["tokens" if kind == "encoder" else "logits"]
+    int8 = model.predict(io["raw_uv"], 2, verbose=0, runtime="litert", quantize="dynamic-int8")
+    assert int8.shape == expected.shape
+    assert global_cosines(int8, expected).min() >= EXPORT_MIN_INT8_COSINE
+    assert 1e-4 < nrmse(int8, expected) < 0.1  # int8: not float32's answer, but close to it
+    function = model.litert_function(19, 2000, "dynamic-int8")
+    assert litert.MIN_INT8_COSINE <= function.cosine <= 1.0
+    single = model.predict(io["raw_uv"][2:], verbose=0, runtime="litert", quantize="dynamic-int8")
+    np.testing.assert_allclose(single, int8[2:], rtol=0, atol=1e-6)  # batch 1: the same answer
+
+
+def test_int8_is_refused_under_the_probe_cosine_and_the_refusal_is_kept(monkeypatch):
+    monkeypatch.setattr(litert, "MIN_INT8_COSINE", 1.5)  # above any cosine
+    x = load_io("tiny")["raw_uv"]
+    model = eegdino_tf.load_encoder(fixture_path("tiny_encoder.safetensors"), **OVERRIDES["tiny"])
+    pattern = r"quantize='dynamic-int8' moves this model's output to cosine 0\.9\d{4} of float32"
+    with pytest.raises(
+        ConfigError, match=pattern + r" on the probe, under 1\.5; use quantize='none'"
+    ):
+        model.predict(x, verbose=0, runtime="litert", quantize="dynamic-int8")
+    assert not model.__dict__["_litert_functions"]
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(tracing, "tflite_flatbuffer", no_conversion)  # the probe is kept too
+    with pytest.raises(ConfigError, match=pattern):
+        model.predict(x, verbose=0, runtime="litert", quantize="dynamic-int8")
+
+
+def test_quantize_needs_litert_and_a_known_mode():
+    x = load_io("tiny")["raw_uv"]
+    with pytest.raises(ConfigError, match="quantize='dynamic-int8' runs in LiteRT: pass runtime="):
+        encoder("tiny").predict(x, quantize="dynamic-int8")
+    with pytest.raises(ConfigError, match=r"unknown quantize='float16'; choose one of \('none', "):
+        encoder("tiny").predict(x, runtime="litert", quantize="float16")
