@@ -75,6 +75,7 @@ from eegdino_tf.errors import (
     WeightsError,
     require,
 )
+from eegdino_tf.litert import check_quantize
 
 beam = require("apache_beam", "beam")
 pa = require("pyarrow", "beam")
@@ -181,7 +182,8 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
     Batches are exactly ``batch_size`` windows (a bundle's last batch is padded to it, so XLA
     compiles one program). ``runtime`` is ``predict``'s: ``"keras"`` or ``"litert"`` (LiteRT
     on the worker's CPU, float32; converted once per loaded model, see
-    :mod:`eegdino_tf.litert`). Outputs: ``global_token`` and ``mean_token`` ``[D]`` (and ``tokens``
+    :mod:`eegdino_tf.litert`); ``quantize="dynamic-int8"`` with it runs int8 weights.
+    Outputs: ``global_token`` and ``mean_token`` ``[D]`` (and ``tokens``
     ``[1 + C*P, D]`` with ``tokens=True``) for an encoder; ``logits`` and ``probabilities``
     for a classifier; float32, as :func:`eegdino_tf.io.encode_recording` computes them.
     """
@@ -196,6 +198,7 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
         share_across_processes: bool = False,
         model_copies: int | None = None,
         runtime: str = "keras",
+        quantize: str = "none",
         input_shape: tuple[int, int] | None = None,
         load_context: Callable[[], contextlib.AbstractContextManager] | None = None,
         **options: Any,
@@ -203,6 +206,7 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
         batch_count(batch_size)
         if runtime not in RUNTIMES:
             raise ConfigError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
+        check_quantize(runtime, quantize)
         if tokens and classifier:
             raise ConfigError("tokens=True needs an encoder, not classifier=True")
         super().__init__(
@@ -216,6 +220,7 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
         self.tokens = tokens
         self.batch_size = batch_size
         self.runtime = runtime
+        self.quantize = quantize
         self.input_shape = input_shape
         self.load_context = load_context
         self.options = options
@@ -229,7 +234,7 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
             with local_file(self.weights) as path:
                 model = loader(path, **self.options)
             if self.runtime == "litert" and self.input_shape is not None:
-                model.litert_function(*self.input_shape)
+                model.litert_function(*self.input_shape, self.quantize)
         with _loads_lock:  # counted at the next batch: Beam metrics need a bundle
             _unreported_loads += 1
         return model
@@ -250,7 +255,9 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
             _counter("model_loads", loads)
         real = len(batch)
         x = padded(np.stack(batch), self.batch_size)
-        out = model.predict(x, batch_size=self.batch_size, verbose=0, runtime=self.runtime)[:real]
+        out = model.predict(
+            x, batch_size=self.batch_size, verbose=0, runtime=self.runtime, quantize=self.quantize
+        )[:real]
         found = summarize(out, self.tokens)
         return [{k: v[i] for k, v in found.items()} for i in range(real)]
 
@@ -543,7 +550,7 @@ class EncodeCorpus(beam.PTransform):
 
     ``channels``, ``unit``, ``window``, ``stride``, ``pad_tail`` and ``tokens`` mean what they
     mean in :func:`eegdino_tf.io.encode_recording`; ``weights``, ``classifier``,
-    ``batch_size``, ``share_across_processes``, ``model_copies``, ``runtime`` and
+    ``batch_size``, ``share_across_processes``, ``model_copies``, ``runtime``, ``quantize`` and
     ``model_options`` (``precision``, ``norm_groups``, ...) go to
     :class:`EEGDinoModelHandler`. A recording given twice, or under two spellings of one local
     file (:func:`same_file_key`), is encoded once, under the first of its spellings in sort
@@ -565,6 +572,7 @@ class EncodeCorpus(beam.PTransform):
     share_across_processes: bool = False
     model_copies: int | None = None
     runtime: str = "keras"
+    quantize: str = "none"
     model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     load_context: Callable[[], contextlib.AbstractContextManager] | None = None
     run: str = dataclasses.field(default_factory=_new_run, init=False)
@@ -588,6 +596,7 @@ class EncodeCorpus(beam.PTransform):
             share_across_processes=self.share_across_processes,
             model_copies=self.model_copies,
             runtime=self.runtime,
+            quantize=self.quantize,
             input_shape=shape,
             load_context=self.load_context,
             **self.model_options,
@@ -605,6 +614,7 @@ class EncodeCorpus(beam.PTransform):
             "stride": self.stride,
             "pad_tail": self.pad_tail,
             "tokens": self.tokens,
+            **({"quantize": self.quantize} if self.quantize != "none" else {}),  # int8's rows
             **self.model_options,
         }
 

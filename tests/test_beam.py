@@ -424,7 +424,7 @@ def test_litert_is_converted_as_the_model_loads_inside_load_context(monkeypatch)
             events.append("exit")
 
     class Model:
-        def litert_function(self, channels, samples):
+        def litert_function(self, channels, samples, quantize="none"):
             events.append(f"convert {channels}x{samples}")
 
     monkeypatch.setattr(eegdino_tf, "load_encoder", lambda path, **options: Model())

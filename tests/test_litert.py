@@ -248,3 +248,34 @@ def test_quantize_needs_litert_and_a_known_mode():
         encoder("tiny").predict(x, quantize="dynamic-int8")
     with pytest.raises(ConfigError, match=r"unknown quantize='float16'; choose one of \('none', "):
         encoder("tiny").predict(x, runtime="litert", quantize="float16")
+
+
+def test_encode_and_encode_corpus_pass_quantize_through(tmp_path, capsys):
+    from eegdino_tf import cli
+    from eegdino_tf.beam import EncodeCorpus
+    from tests.helpers.recordings import TUH_LABELS, eeg_like, write_edf
+
+    path = tmp_path / "rec.edf"
+    write_edf(path, eeg_like(19, 200 * 20, 200.0), TUH_LABELS, 200.0, unit="uV")
+    weights = str(fixture_path("tiny_encoder.safetensors"))
+    argv = ["encode", str(path), "--weights", weights, "--norm-groups", "4"]
+    outputs = {}
+    for quantize in ("none", "dynamic-int8"):
+        out = tmp_path / f"{quantize}.npz"
+        flags = ["--output", str(out), "--runtime", "litert", "--quantize", quantize]
+        assert cli.main([*argv, *flags]) == 0
+        outputs[quantize] = np.load(out)["global_token"]
+    assert outputs["none"].shape == outputs["dynamic-int8"].shape == (2, 64)
+    cosines = global_cosines(outputs["dynamic-int8"][:, None], outputs["none"][:, None])
+    assert cosines.min() >= litert.MIN_INT8_COSINE and nrmse(*outputs.values()) > 1e-4
+    capsys.readouterr()
+    assert cli.main([*argv, "--output", str(tmp_path / "x.npz"), "--quantize", "dynamic-int8"]) == 2
+    assert (
+        "--quantize dynamic-int8 runs in LiteRT: pass --runtime litert" in capsys.readouterr().err
+    )
+
+    corpus = EncodeCorpus(weights, "unused", runtime="litert", quantize="dynamic-int8")
+    assert corpus.handler.quantize == corpus.settings()["quantize"] == "dynamic-int8"
+    assert "quantize" not in EncodeCorpus(weights, "unused", runtime="litert").settings()
+    with pytest.raises(ConfigError, match="quantize='dynamic-int8' runs in LiteRT"):
+        EncodeCorpus(weights, "unused", quantize="dynamic-int8")

@@ -11,6 +11,7 @@ from eegdino_tf.cli.options import (
     add_encode_options,
     add_force,
     add_model_options,
+    add_quantize,
     add_runtime,
     load_model,
     stderr_set_aside,
@@ -33,6 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_force(parser)
     add_model_options(parser, precision="float32")
     add_runtime(parser)
+    add_quantize(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         if args.runtime == "litert":  # convert first, the converter's C++ log lines set aside
             samples = window_samples(args.window)
             with stderr_set_aside():
-                model.litert_function(len(recording.channels), samples)
+                model.litert_function(len(recording.channels), samples, args.quantize)
         result = encode_recording(
             model,
             recording,
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
             pad_tail=args.pad_tail,
             progress=sys.stderr.isatty(),
             runtime=args.runtime,
+            quantize=args.quantize,
         )
         with open(tmp, "wb") as file:
             np.savez(file, **result)

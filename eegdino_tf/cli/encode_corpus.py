@@ -9,6 +9,7 @@ import logging
 from eegdino_tf.cli.options import (
     add_encode_options,
     add_model_options,
+    add_quantize,
     add_runtime,
     model_options,
     stderr_set_aside,
@@ -41,6 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_encode_options(parser)
     add_model_options(parser, precision="float32")
     add_runtime(parser)
+    add_quantize(parser)
     group = parser.add_argument_group("pipeline")
     group.add_argument("--runner", choices=RUNNERS, default="DirectRunner", help="Beam runner")
     group.add_argument(
@@ -85,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             model_copies=args.model_copies,
             runtime=args.runtime,
+            quantize=args.quantize,
             model_options=model_options(args),
             load_context=stderr_set_aside,  # TensorFlow's and LiteRT's C++ log lines
         )

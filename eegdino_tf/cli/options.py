@@ -55,6 +55,20 @@ def add_runtime(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_quantize(parser: argparse.ArgumentParser) -> None:
+    """``--quantize``: predict's ``quantize`` with ``--runtime litert``
+    (:data:`eegdino_tf.litert.LITERT_QUANTIZATIONS`)."""
+    from eegdino_tf.litert import LITERT_QUANTIZATIONS
+
+    parser.add_argument(
+        "--quantize",
+        choices=LITERT_QUANTIZATIONS,
+        default="none",
+        help="with --runtime litert: dynamic-int8 runs int8 weights (faster on a CPU; refused "
+        "where its output strays from float32's on a probe); default none",
+    )
+
+
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
     """The model options given on the command line, as loader / builder keywords."""
     names = ("norm_groups", "num_heads", "check_weights", "precision")

@@ -56,6 +56,7 @@ def encode_recording(
     pad_tail: bool = False,
     progress: bool = True,
     runtime: str = "keras",
+    quantize: str = "none",
 ) -> dict[str, np.ndarray]:
     """Encode a whole recording, window by window, with an EEG-DINO encoder or classifier.
 
@@ -64,7 +65,8 @@ def encode_recording(
     ``[batch_size, C, window*200]``. ``source`` is anything
     :func:`~eegdino_tf.io.open_recording` takes (then ``channels`` and ``unit`` go to it) or an
     opened :class:`~eegdino_tf.io.Recording`. ``runtime`` is ``predict``'s: ``"keras"``, or
-    ``"litert"`` (LiteRT on the CPU, float32; see :mod:`eegdino_tf.litert`).
+    ``"litert"`` (LiteRT on the CPU, float32; see :mod:`eegdino_tf.litert`), and so is
+    ``quantize`` (``"dynamic-int8"``: int8 weights in LiteRT).
 
     Returns, for W windows: ``window_start_s`` ``[W]``, ``channels`` and ``source_channels``
     ``[C]``, ``sfreq`` (200.0), ``steps`` (what was done, one line each) and, for an encoder,
@@ -93,6 +95,8 @@ def encode_recording(
 
     # A model of the user's own takes Keras' predict, which has no runtime argument.
     extra = {} if runtime == "keras" else {"runtime": runtime}
+    if quantize != "none":
+        extra["quantize"] = quantize
 
     def run(batch: list[np.ndarray]) -> None:
         out = model.predict(np.stack(batch), batch_size=batch_size, verbose=0, **extra)
