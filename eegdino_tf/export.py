@@ -37,6 +37,7 @@ from eegdino_tf import tracing as T
 from eegdino_tf.config import PATCH_SIZE, SAMPLING_RATE
 from eegdino_tf.errors import ExportError, require
 from eegdino_tf.files import atomic_output
+from eegdino_tf.signals import probe_eeg
 
 if TYPE_CHECKING:  # TensorFlow loads on first use, so ``eegdino-tf --help`` stays fast
     import keras
@@ -486,14 +487,6 @@ def export_model(
         hardware.release_freed_memory()
 
 
-def probe_eeg(batch: int, channels: int, samples: int, seed: int = 0) -> Array:
-    """The seeded EEG-like microvolts ``[batch, channels, samples]`` the self-check runs."""
-    from eegdino_tf.signals import eeg_like_signal
-
-    seconds = math.ceil(samples / PATCH_SIZE)
-    return eeg_like_signal(channels, seconds, seed=seed, batch=batch)[..., :samples]
-
-
 @contextlib.contextmanager
 def _quiet(logger: str) -> Iterator[None]:
     log = logging.getLogger(logger)
@@ -541,7 +534,7 @@ def _self_check(
         if limit is not None and not nrmse <= limit:
             problems.append(f"NRMSE of {worst!r} {nrmse:.2e} > {limit:.0e}")
         if quantize != "none":
-            cosine = _min_cosine(got, reference)
+            cosine = T.min_cosine(got, reference)
             if quantize == "dynamic-int8" and not cosine >= MIN_INT8_COSINE:
                 problems.append(f"cosine similarity {cosine:.4f} < {MIN_INT8_COSINE}")
         if problems:
@@ -583,17 +576,6 @@ def _errors(actual: Array, expected: Array) -> tuple[float, float]:
     diff = actual - expected
     nrmse = math.sqrt(np.mean(diff**2) / max(np.mean(expected**2), 1e-30))
     return nrmse, float(np.max(np.abs(diff)))
-
-
-def _min_cosine(got: dict[str, Array], reference: dict[str, Array]) -> float:
-    """Smallest per-example cosine similarity of the global token (or the logits)."""
-    if "tokens" in got:
-        a, b = got["tokens"][:, 0], reference["tokens"][:, 0]
-    else:
-        a, b = got["logits"], reference["logits"]
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    cos = np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-    return float(np.min(cos))
 
 
 def _latency(run: Runner, eeg: Array, calls: int) -> float:

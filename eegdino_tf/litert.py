@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # loaded on first use: importing this module first must not l
 #: ``predict``'s ``quantize`` choices with ``runtime="litert"``: float32, or int8 weights with
 #: dynamic-range activations (``eegdino-tf export tflite --quantize dynamic-int8``).
 LITERT_QUANTIZATIONS = ("none", "dynamic-int8")
-#: An int8 conversion is refused when, on the seeded probe (:func:`eegdino_tf.export.probe_eeg`),
+#: An int8 conversion is refused when, on the seeded probe (:func:`eegdino_tf.signals.probe_eeg`),
 #: the cosine similarity of its global token (a classifier's logits) to float32 Keras falls
 #: under this for any example (small measured >= 0.9998).
 MIN_INT8_COSINE = 0.999
@@ -107,12 +107,12 @@ class LiteRTFunction:
     def _probe_cosine(self, model: Any, channels: int, samples: int) -> float:
         """Smallest per-example cosine of this conversion's output to ``model``'s in Keras on
         the export's seeded probe (global token, or logits)."""
-        from eegdino_tf.export import _min_cosine, probe_eeg
+        from eegdino_tf.signals import probe_eeg
 
         probe = np.asarray(probe_eeg(PROBE_BATCH, channels, samples), np.float32)
         reference = {k: np.asarray(v) for k, v in tracing.named_outputs(model, probe).items()}
         (name,) = reference
-        return _min_cosine({name: self(probe)}, reference)
+        return tracing.min_cosine({name: self(probe)}, reference)
 
     def made_from(self, weights: np.ndarray) -> bool:
         """Whether this conversion holds the weights of fingerprint ``weights``."""

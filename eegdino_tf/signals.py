@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eegdino_tf.config import SAMPLING_RATE
+from eegdino_tf.config import PATCH_SIZE, SAMPLING_RATE
 
 
 def eeg_like_signal(
@@ -21,3 +21,10 @@ def eeg_like_signal(
     background -= background.mean(axis=-1, keepdims=True)
     line = 2 * np.sin(2 * np.pi * 50 * t)
     return (alpha + theta + 0.3 * background + line).astype(np.float32)
+
+
+def probe_eeg(batch: int, channels: int, samples: int, seed: int = 0) -> np.ndarray:
+    """The seeded EEG-like microvolts ``[batch, channels, samples]`` float32 that exports and
+    conversions check themselves on (any length: whole seconds cut to ``samples``)."""
+    seconds = -(-samples // PATCH_SIZE)
+    return eeg_like_signal(channels, seconds, seed=seed, batch=batch)[..., :samples]

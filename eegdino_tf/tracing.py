@@ -222,6 +222,19 @@ def check_builtin_ops(flatbuffer: bytes) -> None:
         )
 
 
+def min_cosine(got: dict[str, Any], reference: dict[str, Any]) -> float:
+    """Smallest per-example cosine similarity of a conversion's global token (or logits) to
+    the reference's: how far a quantized graph turned the answers."""
+    import numpy as np
+
+    name = "tokens" if "tokens" in got else "logits"
+    a, b = np.asarray(got[name], np.float64), np.asarray(reference[name], np.float64)
+    if name == "tokens":
+        a, b = a[:, 0], b[:, 0]
+    cos = np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return float(np.min(cos))
+
+
 @contextlib.contextmanager
 def converter_errors(what: str) -> Iterator[None]:
     """Turn a converter's exception into a one-line :class:`ExportError`."""

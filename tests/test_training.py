@@ -92,7 +92,7 @@ def test_drop_path_drops_whole_examples_and_keeps_the_mean():
 
 
 def test_dropout_options_are_saved_in_keras_files(tmp_path):
-    model = eegdino_tf.buildfixture_classifier(
+    model = eegdino_tf.build_classifier(
         "small", num_classes=3, depth=1, dropout=0.2, drop_path=0.05, head_dropout=(0.4, 0.1)
     )
     model.save(tmp_path / "m.keras")
@@ -110,7 +110,7 @@ def test_bad_dropout_rates_name_the_option():
     with pytest.raises(eegdino_tf.ConfigError, match=r"drop_path=1\.0"):
         eegdino_tf.build_encoder("small", depth=1, drop_path=1.0)
     with pytest.raises(eegdino_tf.ConfigError, match="head_dropout needs 2 rates"):
-        eegdino_tf.buildfixture_classifier("small", depth=1, head_dropout=(0.5,))
+        eegdino_tf.build_classifier("small", depth=1, head_dropout=(0.5,))
 
 
 #: Gradient NRMSE of a half-precision step against float32's, all weights concatenated, on
