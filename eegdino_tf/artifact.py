@@ -108,6 +108,7 @@ def export_record(
     names = list(channel_names) if channel_names is not None else None
     if names is None and channels <= len(STANDARD_CHANNELS):
         names = list(STANDARD_CHANNELS[:channels])
+    model = getattr(model, "wrapped", model)  # the model behind an export's resampling
     config = getattr(model, "config", None)
     return {
         "schema": SCHEMA,

@@ -25,7 +25,6 @@ import importlib.metadata
 import logging
 import math
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -431,14 +430,14 @@ class Resampled:
     def __init__(self, model: Any, sfreq: float) -> None:
         from eegdino_tf.resampling import PolyphaseResample
 
-        self.model, self.sfreq = model, float(sfreq)
+        self.wrapped, self.sfreq = model, float(sfreq)
         self.front = PolyphaseResample(sfreq)
 
     def __call__(self, eeg: Any, training: bool = False) -> Any:
-        return self.model(self.front(eeg), training=training)
+        return self.wrapped(self.front(eeg), training=training)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.model, name)
+        return getattr(self.wrapped, name)
 
 
 def at_rate(
@@ -580,13 +579,9 @@ def _errors(actual: Array, expected: Array) -> tuple[float, float]:
 
 def _latency(run: Runner, eeg: Array, calls: int) -> float:
     """Median milliseconds of one call (after one warm-up call)."""
-    run(eeg)
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        run(eeg)
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    from eegdino_tf.serving import median_seconds
+
+    return 1e3 * median_seconds(run, eeg, calls)
 
 
 def _size(path: Path) -> int:

@@ -19,6 +19,7 @@ entry used). A cache that cannot be written costs a log line, never a prediction
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -76,6 +77,21 @@ def weights_digest(model: Any) -> str:
     return digest.hexdigest()
 
 
+#: The modules whose code decides the converted graph: a change to any of them (an editable
+#: install between releases, say) is a new key, never a stale graph.
+GRAPH_MODULES = ("config", "layers", "models", "runtime", "tracing", "litert", "resampling")
+
+
+@functools.cache
+def graph_code_digest() -> str:
+    """SHA-256 of the source of :data:`GRAPH_MODULES`, read once per process."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for name in GRAPH_MODULES:
+        digest.update((package / f"{name}.py").read_bytes())
+    return digest.hexdigest()
+
+
 def cache_key(model: Any, channels: int, samples: int, quantize: str) -> dict[str, Any]:
     """Everything ``model``'s flatbuffer for ``[any, channels, samples]`` depends on (JSON)."""
     import tensorflow as tf
@@ -87,6 +103,7 @@ def cache_key(model: Any, channels: int, samples: int, quantize: str) -> dict[st
         "graph_form": tracing.GRAPH_FORMS["tflite"],
         "input": [int(channels), int(samples)],
         "quantize": quantize,
+        "code": graph_code_digest(),
         "versions": {
             "eegdino-tf": importlib.metadata.version("eegdino-tf"),
             "tensorflow": tf.__version__,

@@ -122,17 +122,18 @@ def time_batches(
     calls: int = TIMED_CALLS,
 ) -> dict[int, float]:
     """Median seconds of one call of ``run`` at each batch size (after one untimed call)."""
-    timings = {}
-    for size in sizes:
-        eeg = probe(size)
+    return {size: median_seconds(run, probe(size), calls) for size in sizes}
+
+
+def median_seconds(run: Callable[[np.ndarray], Any], eeg: np.ndarray, calls: int) -> float:
+    """Median seconds of one call ``run(eeg)`` over ``calls`` calls, after one untimed call."""
+    run(eeg)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
         run(eeg)
-        times = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            run(eeg)
-            times.append(time.perf_counter() - start)
-        timings[size] = float(np.median(times))
-    return timings
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def batching_parameters(timings: dict[int, float], threads: int) -> dict[str, Any]:

@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 
 from tests.helpers import TINY, nrmse
-from tests.helpers.beam import CORPUS, CORRUPT, WEIGHTS, leftovers, rows, write_corpus
+from tests.helpers.beam import (
+    CORPUS,
+    CORRUPT,
+    WEIGHTS,
+    interrupt_while_encoding,
+    leftovers,
+    rows,
+    write_corpus,
+)
 
 beam = pytest.importorskip("apache_beam", reason="apache-beam is not installed (the beam extra)")
 pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is not installed (the beam extra)")
@@ -313,13 +321,7 @@ def test_a_run_that_fails_at_its_start_pins_no_settings(corpus, tmp_path, monkey
 
 def test_ctrl_c_raises_keyboard_interrupt_and_leaves_nothing(corpus, tmp_path, monkeypatch):
     """A real SIGINT while the model runs: Beam would make a RuntimeError of it."""
-    monkeypatch.setattr(beam_module, "_unreported_loads", 0)  # its load is never reported
-
-    def interrupted(self, batch, model, inference_args=None):
-        os.kill(os.getpid(), signal.SIGINT)
-        raise AssertionError("SIGINT was not delivered")
-
-    monkeypatch.setattr(EEGDinoModelHandler, "run_inference", interrupted)
+    interrupt_while_encoding(monkeypatch)
     output = tmp_path / "out"
     output.mkdir()
     with pytest.raises(KeyboardInterrupt):

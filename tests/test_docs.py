@@ -17,6 +17,7 @@ DOCS = [
     REPO / "CHANGELOG.md",
     *sorted((REPO / "docs").glob("*.md")),
     REPO / "export" / "README.md",
+    REPO / "export" / "android" / "README.md",
     REPO / "converters" / "README.md",
 ]
 PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)

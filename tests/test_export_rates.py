@@ -45,6 +45,7 @@ def test_a_tflite_file_at_the_headsets_rate_equals_keras_on_scipys_window(sfreq,
     record = artifact.read_record(path)
     assert (record["sfreq"], record["window_s"], record["channels"]) == (sfreq, 4.0, MUSE)
     assert record["input_shape"] == [1, 4, round(sfreq * 4)]
+    assert record["model"]["class"] == "EEGDinoEncoder"
 
 
 def test_the_resampling_adds_under_0_1_mb_at_256_hz(encoder, tmp_path):

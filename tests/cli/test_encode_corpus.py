@@ -3,23 +3,26 @@ progress and a quiet stderr, errors as one line (exit 2), Ctrl-C (exit 130)."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.helpers import nrmse
-from tests.helpers.beam import CORRUPT, WEIGHTS, leftovers, rows, write_corpus
+from tests.helpers.beam import (
+    CORRUPT,
+    WEIGHTS,
+    interrupt_while_encoding,
+    leftovers,
+    rows,
+    write_corpus,
+)
 
 pytest.importorskip("apache_beam", reason="apache-beam is not installed (the beam extra)")
 pytest.importorskip("pyarrow.parquet", reason="pyarrow is not installed (the beam extra)")
 
-import eegdino_tf.beam as beam_module  # noqa: E402
 from eegdino_tf import cli  # noqa: E402
-from eegdino_tf.beam import EEGDinoModelHandler  # noqa: E402
 from eegdino_tf.io import encode_recording  # noqa: E402
 
 PROGRESS = re.compile(r"progress: \d+/\d+ recordings, \d+ windows, \d+\.\d windows/s")
@@ -116,13 +119,7 @@ def test_errors_are_one_line_before_anything_runs(corpus, tmp_path, monkeypatch,
 
 
 def test_ctrl_c_exits_130_with_one_word_and_leaves_nothing(corpus, tmp_path, monkeypatch, capfd):
-    monkeypatch.setattr(beam_module, "_unreported_loads", 0)  # its load is never reported
-
-    def interrupted(self, batch, model, inference_args=None):
-        os.kill(os.getpid(), signal.SIGINT)
-        raise AssertionError("SIGINT was not delivered")
-
-    monkeypatch.setattr(EEGDinoModelHandler, "run_inference", interrupted)
+    interrupt_while_encoding(monkeypatch)
     output = tmp_path / "out"
     argv = ["encode-corpus", str(corpus / "a.edf"), "--weights", WEIGHTS, "--norm-groups", "4"]
     assert cli.main([*argv, "--output", str(output)]) == 130

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +54,17 @@ def leftovers(output: Path) -> list[str]:
     """What a run may leave besides its results: temporaries and settings."""
     names = [".tmp", "settings.json", *(p.name for p in output.glob("beam-temp-*"))]
     return [name for name in names if (output / name).exists()]
+
+
+def interrupt_while_encoding(monkeypatch) -> None:
+    """Make the model handler send this process a real SIGINT on its first batch, as Ctrl-C
+    would (its model load is then never reported, so the load counter is reset too)."""
+    from eegdino_tf import beam
+    from eegdino_tf.beam import EEGDinoModelHandler
+
+    def interrupted(self, batch, model, inference_args=None):
+        os.kill(os.getpid(), signal.SIGINT)
+        raise AssertionError("SIGINT was not delivered")
+
+    monkeypatch.setattr(beam, "_unreported_loads", 0)
+    monkeypatch.setattr(EEGDinoModelHandler, "run_inference", interrupted)
