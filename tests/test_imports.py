@@ -107,3 +107,17 @@ def test_every_module_imports_in_a_fresh_interpreter():
     code = f"import importlib\nfor name in {names!r}:\n    importlib.import_module(name)\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_no_test_file_imports_another():
+    """Test files share helpers through tests/helpers only."""
+    tests = Path(__file__).resolve().parent
+    offenders = []
+    for path in sorted(tests.rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n.split(".")[-1].startswith(("test_", "conftest")) for n in names):
+                offenders.append(f"{path.relative_to(tests)}: {names}")
+    assert not offenders, offenders
