@@ -30,6 +30,9 @@ TOLERANCE_UV = 1e-4
 #: The builtin ops the converted layer uses (TFLite names), all of which XNNPACK runs.
 OPS = {"MUL", "ROUND", "SUB", "RESHAPE", "CONCATENATION", "PAD", "CONV_2D", "SPLIT", "ADD"}
 OPS |= {"STRIDED_SLICE"}
+#: The exporters' TFLite graphs add, per example, SUM(eeg * 0) to every output (the NaN policy,
+#: ``tracing.non_finite_to_nan``): MUL and ADD are above, SUM is its own.
+OPS |= {"SUM"}
 
 
 def _windows(rate: float, samples: int, batch: int = 2, channels: int = 3) -> np.ndarray:
