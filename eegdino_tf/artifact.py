@@ -104,10 +104,11 @@ def export_record(
 
     _, channels, samples = input_shape
     sfreq = float(getattr(model, "sfreq", SAMPLING_RATE))  # a Resampled model's input rate
-    check_channel_names(channel_names, channels)
+    slots = len(STANDARD_CHANNELS) if channels is None else channels  # any C: the first C
+    check_channel_names(channel_names, slots)
     names = list(channel_names) if channel_names is not None else None
-    if names is None and channels <= len(STANDARD_CHANNELS):
-        names = list(STANDARD_CHANNELS[:channels])
+    if names is None and slots <= len(STANDARD_CHANNELS):
+        names = list(STANDARD_CHANNELS[:slots])
     model = getattr(model, "wrapped", model)  # the model behind an export's resampling
     config = getattr(model, "config", None)
     return {
@@ -128,7 +129,7 @@ def export_record(
         "units": "uV",
         "input_scale": "x0.01, applied inside the model: give raw microvolts",
         "sfreq": sfreq,
-        "window_s": samples / sfreq,
+        "window_s": None if samples is None else samples / sfreq,
         "resampling": "none: the input is at 200 Hz"
         if sfreq == SAMPLING_RATE
         else "inside the graph to 200 Hz, polyphase with scipy.signal.resample_poly's filter, "

@@ -49,6 +49,8 @@ NRMSE_LIMITS = {"none": 1e-5, "float16": 5e-3, "dynamic-int8": None}
 #: Dynamic-range int8 must keep the global token (logits for a classifier) pointing the same
 #: way as float32 Keras: cosine similarity per example at least this.
 MIN_INT8_COSINE = 0.99
+#: The shapes ``(channels, samples)`` an any-shape artifact is checked on (the first is timed).
+ANY_SHAPE_PROBES = ((19, 2000), (4, 800), (8, 1000), (1, 200))
 #: Batch of the self-check probe for artifacts with a dynamic batch (not 1, to prove it).
 PROBE_BATCH = 2
 MIN_OPSET = 17
@@ -105,7 +107,10 @@ class ExportReport:
 
     def summary(self) -> str:
         """Three human-readable lines: artifact, self-check, latency."""
-        shape = ", ".join("batch" if d is None else str(d) for d in self.input_shape)
+        shape = ", ".join(
+            str(d) if d is not None else "batch" if i == 0 else "any"
+            for i, d in enumerate(self.input_shape)
+        )
         weights = "" if self.quantize == "none" else f", {self.quantize} weights"
         limit = "reported only" if self.nrmse_limit is None else f"limit {self.nrmse_limit:.0e}"
         cosine = "" if self.cosine is None else f", cosine vs float32 {self.cosine:.5f}"
@@ -326,6 +331,7 @@ def export_tflite(
     latency_calls: int = LATENCY_CALLS,
     weights_file: str | os.PathLike | None = None,
     channel_names: Sequence[str] | None = None,
+    any_shape: bool = False,
 ) -> ExportReport:
     """Write a TFLite (LiteRT) flatbuffer of builtin ops only, for a fixed input shape.
 
@@ -334,6 +340,9 @@ def export_tflite(
     (float32), ``"float16"`` (float16 weights) or ``"dynamic-int8"`` (int8 weights,
     dynamic-range activations; no calibration data). The NaN/Inf input check is left out.
     The file carries the export record (:mod:`eegdino_tf.artifact`) as a metadata buffer.
+    ``any_shape`` makes one file for every montage and window at 200 Hz: input
+    ``[batch, C, T]`` with any ``C`` in 1..19 (channel slots 0..C-1) and ``T`` a multiple of
+    200 (checked against Keras on :data:`ANY_SHAPE_PROBES`; about 1.03x the size of one shape).
     """
     from eegdino_tf import artifact
 
@@ -344,6 +353,13 @@ def export_tflite(
     if batch < 1:
         raise ExportError(f"batch must be >= 1, got {batch}")
     model, spec = at_rate(T.for_format(model, "tflite"), batch, channels, samples, sfreq, window)
+    if any_shape:
+        if float(sfreq) != SAMPLING_RATE or samples is not None or window is not None:
+            raise ExportError(
+                "any_shape=True takes EEG at 200 Hz of any length: give no sfreq=, window= or "
+                "samples="
+            )
+        spec = T.input_spec(model, batch, None, None)
     with atomic_output(output_path, force=force) as tmp:
         tmp.write_bytes(T.tflite_flatbuffer(model, spec, quantize))
 
@@ -516,31 +532,35 @@ def _self_check(
     first; raise :class:`ExportError` if any result is outside the tolerance (the caller then
     keeps nothing)."""
     batch, channels, samples = spec.shape.as_list()
-    probe = probe_eeg(batch or PROBE_BATCH, channels, samples)
-    reference = {k: np.asarray(v) for k, v in T.named_outputs(model, probe, True).items()}
+    shapes = ANY_SHAPE_PROBES if channels is None else ((channels, samples),)
     limit = NRMSE_LIMITS[quantize]
     nrmse = max_abs = 0.0
     cosine = None
-    for runtime, run in runtimes.items():
-        got = run(probe)
-        if not got or not set(got) <= set(reference):
-            raise ExportError(f"{fmt} artifact in {runtime} has unexpected outputs {sorted(got)}")
-        errors = {name: _errors(got[name], reference[name]) for name in got}
-        worst = max(errors, key=lambda name: _nan_high(errors[name][0]))
-        nrmse = max(nrmse, _nan_high(errors[worst][0]))
-        max_abs = max(max_abs, _nan_high(max(e[1] for e in errors.values())))
-        problems = []
-        if limit is not None and not nrmse <= limit:
-            problems.append(f"NRMSE of {worst!r} {nrmse:.2e} > {limit:.0e}")
-        if quantize != "none":
-            cosine = T.min_cosine(got, reference)
-            if quantize == "dynamic-int8" and not cosine >= MIN_INT8_COSINE:
-                problems.append(f"cosine similarity {cosine:.4f} < {MIN_INT8_COSINE}")
-        if problems:
-            raise ExportError(
-                f"{fmt} self-check failed in {runtime}: {'; '.join(problems)} against Keras; "
-                "nothing was written"
-            )
+    for shape in reversed(shapes):  # the first shape's probe stays: the one reported and timed
+        probe = probe_eeg(batch or PROBE_BATCH, *shape)
+        reference = {k: np.asarray(v) for k, v in T.named_outputs(model, probe, True).items()}
+        for runtime, run in runtimes.items():
+            got = run(probe)
+            if not got or not set(got) <= set(reference):
+                raise ExportError(
+                    f"{fmt} artifact in {runtime} has unexpected outputs {sorted(got)}"
+                )
+            errors = {name: _errors(got[name], reference[name]) for name in got}
+            worst = max(errors, key=lambda name: _nan_high(errors[name][0]))
+            nrmse = max(nrmse, _nan_high(errors[worst][0]))
+            max_abs = max(max_abs, _nan_high(max(e[1] for e in errors.values())))
+            problems = []
+            if limit is not None and not nrmse <= limit:
+                problems.append(f"NRMSE of {worst!r} {nrmse:.2e} > {limit:.0e}")
+            if quantize != "none":
+                cosine = min(cosine or 1.0, T.min_cosine(got, reference))
+                if quantize == "dynamic-int8" and not cosine >= MIN_INT8_COSINE:
+                    problems.append(f"cosine similarity {cosine:.4f} < {MIN_INT8_COSINE}")
+            if problems:
+                raise ExportError(
+                    f"{fmt} self-check failed in {runtime} on {list(probe.shape)}: "
+                    f"{'; '.join(problems)} against Keras; nothing was written"
+                )
     run = next(iter(runtimes.values()))
     timed = probe[: batch or 1]
     return ExportReport(

@@ -56,9 +56,11 @@ def check_conversion_memory(model: keras.Model) -> None:
         )
 
 
-def input_spec(model: keras.Model, batch: int | None, channels: int, samples: int) -> tf.TensorSpec:
-    """The ``eeg`` TensorSpec ``[batch, channels, samples]`` float32 (``batch`` None: any),
-    after checking the shape fits the model."""
+def input_spec(
+    model: keras.Model, batch: int | None, channels: int | None, samples: int | None
+) -> tf.TensorSpec:
+    """The ``eeg`` TensorSpec ``[batch, channels, samples]`` float32 (None: any), after
+    checking the shape fits the model."""
     import tensorflow as tf
 
     from eegdino_tf.layers import check_eeg_shape

@@ -1,6 +1,6 @@
 """Exports at a headset's own rate: the file takes ``[B, C, round(sfreq * window)]`` microvolts
 and resamples each window to 200 Hz inside, so its tokens equal Keras on scipy's resampled
-window; at 200 Hz the file is today's."""
+window; at 200 Hz the file is today's. And one file for every montage and window."""
 
 from __future__ import annotations
 
@@ -100,4 +100,24 @@ def test_a_window_that_cannot_be_whole_patches_is_refused_naming_it(
 ):
     with pytest.raises(ExportError, match=message):
         export_tflite(encoder, tmp_path / "m.tflite", channels=4, sfreq=256, **options)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_one_any_shape_file_serves_every_montage_and_window(encoder, tmp_path):
+    export_tflite(encoder, tmp_path / "any.tflite", any_shape=True)
+    export_tflite(encoder, tmp_path / "one.tflite")
+    sizes = [(tmp_path / name).stat().st_size for name in ("any.tflite", "one.tflite")]
+    assert sizes[0] <= 1.1 * sizes[1]
+    runner = Interpreter(model_path=str(tmp_path / "any.tflite")).get_signature_runner()
+    for channels, samples in ((4, 800), (8, 1000), (19, 2000), (1, 200), (3, 1400)):
+        eeg = np.stack([eeg_like(channels, samples, 200.0)]).astype(np.float32)
+        got = runner(eeg=eeg)["tokens"]
+        assert nrmse(got, encoder.predict(eeg, verbose=0)) <= 1e-5, (channels, samples)
+    record = artifact.read_record(tmp_path / "any.tflite")
+    assert record["input_shape"] == [1, None, None] and record["window_s"] is None
+
+
+def test_any_shape_is_for_200_hz_input_of_any_length(encoder, tmp_path):
+    with pytest.raises(ExportError, match="any_shape=True takes EEG at 200 Hz"):
+        export_tflite(encoder, tmp_path / "m.tflite", any_shape=True, sfreq=256)
     assert not (tmp_path / "m.tflite").exists()

@@ -22,6 +22,7 @@ from eegdino_tf.tracing import KEEPS_FINITE_CHECK
 FORMAT_OPTIONS = {
     "batch": "tflite",
     "quantize": "tflite",
+    "any_shape": "tflite",
     "version": "saved-model",
     "warmup": "saved-model",
     "serving_config": "saved-model",
@@ -78,6 +79,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--batch", type=int, help="tflite: fixed batch size (default 1)")
     parser.add_argument(
         "--quantize", choices=QUANTIZATIONS, help="tflite: weight quantization (default none)"
+    )
+    parser.add_argument(
+        "--any-shape",
+        action="store_true",
+        default=None,
+        help="tflite: one file for any channel count (1..19) and any length (a multiple of "
+        "200 samples at 200 Hz)",
     )
     parser.add_argument("--version", type=int, help="saved-model: version folder (default 1)")
     parser.add_argument(

@@ -53,9 +53,13 @@ def show_export(args: argparse.Namespace) -> int:
     channels = record["channels"]
     print(f"file:        {args.weights} ({record['format']}, eegdino-tf {record['version']})")
     print(f"model:       {record['model']['class']} ({record['model']['size']})")
-    shape = ", ".join("batch" if d is None else str(d) for d in record["input_shape"])
+    shape = ", ".join(
+        str(d) if d is not None else "batch" if i == 0 else "any"
+        for i, d in enumerate(record["input_shape"])
+    )
     print(f"input:       {record['input_name']} [{shape}] {record['input_dtype']}, raw microvolts")
-    print(f"rate:        {record['sfreq']:g} Hz, {record['window_s']:g} s windows")
+    window = "any length" if record["window_s"] is None else f"{record['window_s']:g} s windows"
+    print(f"rate:        {record['sfreq']:g} Hz, {window}")
     print(f"channels:    {', '.join(channels) if channels else 'not named'}")
     print(f"outputs:     {', '.join(record['outputs'])}")
     for name, outputs in record["signatures"].items():
