@@ -13,7 +13,6 @@ error, and what the file does with non-finite input. :func:`read_record` reads i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from typing import Any
 
 from eegdino_tf.config import PATCH_SIZE, SAMPLING_RATE
 from eegdino_tf.errors import ExportError
+from eegdino_tf.files import sha256_of
 
 #: The record's schema name; a reader refuses others.
 SCHEMA = "eegdino-tf/export-record/1"
@@ -58,15 +58,6 @@ def nan_policy(model: Any, fmt: str) -> str:
     if KEEPS_FINITE_CHECK[fmt]:
         return "unchecked: the model was built with check_finite=False"
     return NAN_POLICIES[fmt]
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(2**20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_channel_names(channel_names: Sequence[str] | None, channels: int) -> None:

@@ -178,8 +178,9 @@ def export_saved_model(
     if sizes:
         require("tensorflow_serving.apis.prediction_log_pb2", "serving")
     output_dir = Path(output_dir)
-    name = model_name or output_dir.resolve().name
-    config_text = serving.models_config_text(name, base_path or str(output_dir.resolve()))
+    if serving_config:  # checked before anything is written
+        name = model_name or output_dir.resolve().name
+        config_text = serving.models_config_text(name, base_path or str(output_dir.resolve()))
     model = T.for_format(model, "saved-model")
     model, spec = at_rate(model, None, channels, samples, sfreq, window)
     samples = spec.shape[-1]
@@ -207,11 +208,10 @@ def export_saved_model(
         record = _record(model, report, "none", signature_outputs, weights_file, channel_names)
         (tmp / artifact.SAVED_MODEL_RECORD).parent.mkdir(exist_ok=True)
         (tmp / artifact.SAVED_MODEL_RECORD).write_bytes(artifact.encode_record(record))
+        probe = functools.partial(probe_eeg, channels=channels, samples=samples)
         if sizes:
-            probe = functools.partial(_probe_of, channels=channels, samples=samples)
             serving.write_warmup(tmp, serving.warmup_requests(list(signatures), sizes, probe))
         if serving_config:
-            probe = functools.partial(_probe_of, channels=channels, samples=samples)
             timings = serving.time_batches(runtimes[next(iter(runtimes))], probe)
             params = serving.batching_parameters(timings, hardware.cpu_threads())
         report.size_bytes = _size(tmp)
@@ -245,10 +245,6 @@ def _signature_runner(signature: Any) -> Runner:
     import tensorflow as tf
 
     return lambda eeg: {k: v.numpy() for k, v in signature(eeg=tf.constant(eeg)).items()}
-
-
-def _probe_of(batch: int, *, channels: int, samples: int) -> Array:
-    return probe_eeg(batch, channels, samples)
 
 
 def _record(
@@ -407,12 +403,9 @@ def export_onnx(
     ort = require("onnxruntime", "export")
     if opset < MIN_OPSET:
         raise ExportError(f"opset must be >= {MIN_OPSET}, got {opset}")
-    export_model, spec = at_rate(
-        T.for_format(model, "onnx"), None, channels, samples, sfreq, window
-    )
-    model = at_rate(model, None, channels, samples, sfreq, window)[0]
+    model, spec = at_rate(T.for_format(model, "onnx"), None, channels, samples, sfreq, window)
     with atomic_output(output_path, force=force) as tmp:
-        traced = T.trace(export_model, spec, form=T.GRAPH_FORMS["onnx"], non_finite_out=True)
+        traced = T.trace(model, spec, form=T.GRAPH_FORMS["onnx"], non_finite_out=True)
         serve = T.frozen(traced, spec)
         with T.converter_errors("ONNX"), _quiet("tf2onnx"):
             proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset)

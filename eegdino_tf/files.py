@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import hashlib
 import os
 import shutil
 import socket
@@ -153,3 +154,12 @@ def _output_error(final: Path, err: OSError) -> OutputError:
     blocking = next((p for p in final.parents if p.exists() and not p.is_dir()), None)
     reason = f"{blocking} is a file, not a folder" if blocking else err.strerror or str(err)
     return OutputError(f"cannot write {final}: {reason}")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(2**20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -24,7 +24,6 @@ The key map of every layout is in ``docs/architecture.md``, "Weights".
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -698,7 +697,7 @@ def write_weights(
     from safetensors.numpy import save_file
 
     from eegdino_tf import __version__
-    from eegdino_tf.files import atomic_output
+    from eegdino_tf.files import atomic_output, sha256_of
 
     target = get_layout(layout)
     written = target.write(tensors, str(source) if source else "this model")
@@ -712,19 +711,11 @@ def write_weights(
         has_head=any(HEAD_KEY.match(k) for k in tensors),
         writer=f"eegdino-tf {__version__}",
         source=source and source.name,
-        source_sha256=source and _sha256(source),
+        source_sha256=source and sha256_of(source),
     )
     with atomic_output(path, force=force) as tmp:
         save_file(written, str(tmp), metadata=metadata.strings())
     return written
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_weights(

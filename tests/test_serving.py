@@ -235,3 +235,13 @@ def test_warmup_without_the_serving_extra_names_it_and_writes_nothing(
     with pytest.raises(MissingExtraError, match=r"eegdino-tf\[serving\]"):
         export_saved_model(encoder, tmp_path / "m", warmup="1")
     assert not (tmp_path / "m").exists()
+
+
+def test_a_folder_name_models_config_cannot_hold_matters_only_with_serving_config(
+    tmp_path, encoder
+):
+    odd = tmp_path / 'model "a"'
+    assert export_saved_model(encoder, odd).path == odd / "1"
+    with pytest.raises(ExportError, match="cannot be written into models.config"):
+        export_saved_model(encoder, tmp_path / 'model "b"', serving_config=True)
+    assert not (tmp_path / 'model "b"').exists()

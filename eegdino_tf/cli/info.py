@@ -107,8 +107,8 @@ def weights_summary(path: str, info: dict[str, Any]) -> dict[str, Any]:
     """``describe_weights``' answer with the keys an export record has (a weight file fixes
     the rate and units, not a window or channels)."""
     from eegdino_tf import __version__
-    from eegdino_tf.artifact import sha256_of
     from eegdino_tf.config import SAMPLING_RATE
+    from eegdino_tf.files import sha256_of
 
     return {
         **{k: v for k, v in info.items() if k != "dropped"},
