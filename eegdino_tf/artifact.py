@@ -46,13 +46,22 @@ NAN_POLICIES = {
     "onnx": "nan: an example with a non-finite sample gets NaN in every output; the other "
     "examples are unaffected",
 }
+#: A ``.tflite`` file with int8 input (full-integer int8, ``int8_io``) cannot be given NaN.
+INT8_IO_NAN_POLICY = (
+    "app: the input is int8 and cannot hold NaN or Inf; the app's quantize step (float "
+    "microvolts -> int8 with the input's scale and zero point in quantization.int8) must "
+    "catch non-finite samples before the call"
+)
 
 
-def nan_policy(model: Any, fmt: str) -> str:
+def nan_policy(model: Any, fmt: str, int8_io: bool = False) -> str:
     """What the artifact does with non-finite input: a SavedModel of a model built with
-    ``check_finite`` refuses it (``tracing.KEEPS_FINITE_CHECK``); the rest do not check."""
+    ``check_finite`` refuses it (``tracing.KEEPS_FINITE_CHECK``); the rest do not check; an int8
+    input leaves it to the app (:data:`INT8_IO_NAN_POLICY`)."""
     from eegdino_tf.tracing import KEEPS_FINITE_CHECK
 
+    if int8_io:
+        return INT8_IO_NAN_POLICY
     if KEEPS_FINITE_CHECK[fmt] and getattr(model, "check_finite", False):
         return NAN_POLICIES[fmt]
     if KEEPS_FINITE_CHECK[fmt]:
@@ -83,12 +92,15 @@ def export_record(
     self_check: dict[str, float | None] | None = None,
     channel_names: Sequence[str] | None = None,
     weights_file: str | os.PathLike | None = None,
+    int8: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The record of an artifact of ``model`` (an encoder, a classifier, or a model of yours).
 
     ``channel_names`` default to the standard 10-20 names of the first ``C`` slots, the order
     ``encode`` picks; ``self_check`` holds the export's measured ``nrmse``, ``max_abs`` and
-    ``cosine`` against Keras.
+    ``cosine`` against Keras (and a full-integer int8 export's held-out cosines); ``int8``
+    what that export measured (``export.Int8Check.record``: op share, input range, the int8
+    input and output quantization, held-out windows), kept as ``quantization.int8``.
     """
     from eegdino_tf import __version__
     from eegdino_tf.io.channels import STANDARD_CHANNELS
@@ -101,6 +113,7 @@ def export_record(
     if names is None and slots <= len(STANDARD_CHANNELS):
         names = list(STANDARD_CHANNELS[:slots])
     model = getattr(model, "wrapped", model)  # the model behind an export's resampling
+    int8_io = int8 is not None and int8.get("io") == "int8"
     config = getattr(model, "config", None)
     return {
         "schema": SCHEMA,
@@ -116,7 +129,7 @@ def export_record(
         "weights_sha256": None if weights_file is None else sha256_of(weights_file),
         "input_name": "eeg",
         "input_shape": list(input_shape),
-        "input_dtype": "float32",
+        "input_dtype": "int8" if int8_io else "float32",
         "units": "uV",
         "input_scale": "x0.01, applied inside the model: give raw microvolts",
         "sfreq": sfreq,
@@ -129,8 +142,12 @@ def export_record(
         "channels": names,
         "outputs": {name: OUTPUT_LAYOUTS.get(name, "a model output") for name in outputs},
         "signatures": {k: list(v) for k, v in (signatures or {}).items()},
-        "quantization": {"mode": quantization, "self_check": dict(self_check or {})},
-        "nan_policy": nan_policy(model, fmt),
+        "quantization": {
+            "mode": quantization,
+            "self_check": dict(self_check or {}),
+            **({} if int8 is None else {"int8": int8}),
+        },
+        "nan_policy": nan_policy(model, fmt, int8_io),
     }
 
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from eegdino_tf import calibration as C
 from eegdino_tf import hardware
 from eegdino_tf import tracing as T
 from eegdino_tf.config import PATCH_SIZE, SAMPLING_RATE
@@ -43,11 +44,19 @@ if TYPE_CHECKING:  # TensorFlow loads on first use, so ``eegdino-tf --help`` sta
     import tensorflow as tf
 
 FORMATS = ("saved-model", "tflite", "onnx")
-QUANTIZATIONS = ("none", "float16", "dynamic-int8")
+QUANTIZATIONS = ("none", "float16", "dynamic-int8", "int8")
+#: Quantizations refused, with the reason (measured with ai-edge-litert 2.3.0 / TF 2.21).
+REFUSED_QUANTIZATIONS = {
+    "int16": "int16 activations (int8 weights) do not run: the converter has no 16x8 SQUARE "
+    "and SQRT (the patch spectrum), and with those left float LiteRT 2.3.0 fails at run time "
+    "in SQUARED_DIFFERENCE (the norms' variance: 'SquaredDifference only supports FLOAT32 and "
+    "INT32'); use int8 or dynamic-int8",
+}
 #: Self-check limits on the NRMSE against Keras (``None``: measured and reported only).
-NRMSE_LIMITS = {"none": 1e-5, "float16": 5e-3, "dynamic-int8": None}
-#: Dynamic-range int8 must keep the global token (logits for a classifier) pointing the same
-#: way as float32 Keras: cosine similarity per example at least this.
+NRMSE_LIMITS = {"none": 1e-5, "float16": 5e-3, "dynamic-int8": None, "int8": None}
+#: Dynamic-range int8 (on the probe) and full-integer int8 (on every held-out calibration
+#: window, with and without an artifact) must keep the global token (logits for a classifier)
+#: pointing the same way as float32 Keras: cosine similarity per example at least this.
 MIN_INT8_COSINE = 0.99
 #: The shapes ``(channels, samples)`` an any-shape artifact is checked on (the first is timed).
 ANY_SHAPE_PROBES = ((19, 2000), (4, 800), (8, 1000), (1, 200))
@@ -88,6 +97,7 @@ class ExportReport:
             warm-up call).
         latency_batch: batch size of the timed call.
         probe_shape: shape of the probe the self-check ran.
+        int8: what a full-integer int8 export measured (:class:`Int8Check`), else ``None``.
     """
 
     format: str
@@ -104,14 +114,17 @@ class ExportReport:
     latency_ms: float
     latency_batch: int
     probe_shape: tuple[int, int, int]
+    int8: Int8Check | None = None
 
     def summary(self) -> str:
-        """Three human-readable lines: artifact, self-check, latency."""
+        """Human-readable lines: artifact, self-check, latency (and an int8 export's numbers)."""
         shape = ", ".join(
             str(d) if d is not None else "batch" if i == 0 else "any"
             for i, d in enumerate(self.input_shape)
         )
-        weights = "" if self.quantize == "none" else f", {self.quantize} weights"
+        weights = {"none": "", "int8": ", int8 weights and activations"}.get(
+            self.quantize, f", {self.quantize} weights"
+        )
         limit = "reported only" if self.nrmse_limit is None else f"limit {self.nrmse_limit:.0e}"
         cosine = "" if self.cosine is None else f", cosine vs float32 {self.cosine:.5f}"
         return "\n".join(
@@ -122,8 +135,73 @@ class ExportReport:
                 f"{list(self.probe_shape)}: NRMSE {self.nrmse:.2e} ({limit}), "
                 f"max abs {self.max_abs:.2e}{cosine}",
                 f"  one call, batch {self.latency_batch}: {self.latency_ms:.1f} ms",
+                *([] if self.int8 is None else self.int8.lines()),
             ]
         )
+
+
+@dataclasses.dataclass
+class Int8Check:
+    """What a full-integer int8 export measured on its flatbuffer and its held-out windows.
+
+    Attributes:
+        io: ``"float32"`` (the file quantizes its input itself) or ``"int8"`` (``int8_io``).
+        int8_ops: ops with int8 tensors only (int32 biases and shapes allowed).
+        ops: all ops of the graph.
+        input_range_uv: the microvolts the input's int8 step covers; beyond them it clips.
+        input_scale, input_zero_point: the input's int8 quantization (uV per step, offset).
+        output_scale, output_zero_point: the output's (int8 io), else ``None``.
+        calibration_windows: windows calibrated on (besides their copies with a blink).
+        held_out_windows: windows checked (each also with a blink).
+        recordings: the recordings the windows come from.
+        cosine_min, cosine_median: per held-out window cosine of the global token (logits)
+            with float32 Keras.
+        artifact_cosine_min, artifact_cosine_median: the same with a blink added.
+        worst: the window of the smallest cosine.
+    """
+
+    io: str
+    int8_ops: int
+    ops: int
+    input_range_uv: tuple[float, float]
+    input_scale: float
+    input_zero_point: int
+    output_scale: float | None
+    output_zero_point: int | None
+    calibration_windows: int
+    held_out_windows: int
+    recordings: int
+    cosine_min: float
+    cosine_median: float
+    artifact_cosine_min: float
+    artifact_cosine_median: float
+    worst: str
+
+    @property
+    def int8_share(self) -> float:
+        return self.int8_ops / self.ops
+
+    def lines(self) -> list[str]:
+        low, high = self.input_range_uv
+        return [
+            f"  int8: {self.int8_ops} of {self.ops} ops ({self.int8_share:.1%}), {self.io} io; "
+            f"the input clips outside [{low:.1f}, {high:.1f}] uV (step {self.input_scale:.3f} uV)",
+            f"  held out: {self.held_out_windows} window(s) of {self.recordings} recording(s) "
+            f"(calibrated on {self.calibration_windows}): cosine vs float32 min "
+            f"{self.cosine_min:.4f}, median {self.cosine_median:.4f}; with a "
+            f"{C.BLINK_UV:g} uV blink min {self.artifact_cosine_min:.4f}, median "
+            f"{self.artifact_cosine_median:.4f} (target {MIN_INT8_COSINE})",
+        ]
+
+    def record(self) -> dict[str, Any]:
+        """The numbers for the export record (:func:`eegdino_tf.artifact.export_record`)."""
+        return {
+            **dataclasses.asdict(self),
+            "input_range_uv": list(self.input_range_uv),
+            "int8_share": self.int8_share,
+            "artifact": f"a {C.BLINK_UV:g} uV, {C.BLINK_S:g} s half-sine blink on every channel",
+            "target_cosine": MIN_INT8_COSINE,
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,6 +336,15 @@ def _record(
     """The export record (:func:`eegdino_tf.artifact.export_record`) of a checked artifact."""
     from eegdino_tf import artifact
 
+    self_check = {"nrmse": report.nrmse, "max_abs": report.max_abs, "cosine": report.cosine}
+    int8 = None if report.int8 is None else report.int8.record()
+    if int8 is not None:
+        self_check.update(
+            held_out_cosine_min=int8["cosine_min"],
+            held_out_cosine_median=int8["cosine_median"],
+            artifact_cosine_min=int8["artifact_cosine_min"],
+            artifact_cosine_median=int8["artifact_cosine_median"],
+        )
     return artifact.export_record(
         model,
         fmt=report.format,
@@ -265,9 +352,10 @@ def _record(
         outputs=report.outputs,
         signatures=signatures,
         quantization=quantize,
-        self_check={"nrmse": report.nrmse, "max_abs": report.max_abs, "cosine": report.cosine},
+        self_check=self_check,
         channel_names=channel_names,
         weights_file=weights_file,
+        int8=int8,
     )
 
 
@@ -323,6 +411,8 @@ def export_tflite(
     window: float | None = None,
     batch: int = 1,
     quantize: str = "none",
+    calibration: str | os.PathLike | np.ndarray | None = None,
+    int8_io: bool = False,
     force: bool = False,
     latency_calls: int = LATENCY_CALLS,
     weights_file: str | os.PathLike | None = None,
@@ -333,19 +423,33 @@ def export_tflite(
 
     Signature ``serving_default``: input ``eeg`` float32 ``[batch, channels, samples]``;
     output ``tokens`` (encoder) or ``logits`` (classifier). ``quantize``: ``"none"``
-    (float32), ``"float16"`` (float16 weights) or ``"dynamic-int8"`` (int8 weights,
-    dynamic-range activations; no calibration data). The NaN/Inf input check is left out.
-    The file carries the export record (:mod:`eegdino_tf.artifact`) as a metadata buffer.
-    ``any_shape`` makes one file for every montage and window at 200 Hz: input
+    (float32), ``"float16"`` (float16 weights), ``"dynamic-int8"`` (int8 weights,
+    dynamic-range activations; no calibration data) or ``"int8"`` (full-integer: int8 weights
+    and activations, calibrated on ``calibration``: a glob pattern of recordings, a manifest,
+    or windows ``[N, C, T]`` at ``sfreq``, see :func:`eegdino_tf.calibration.calibration_set`;
+    refused unless every held-out window, with and without a blink, keeps cosine
+    :data:`MIN_INT8_COSINE` to float32 Keras; ``int8_io``: int8 input and outputs, the
+    scale and zero point in the record). ``"int16"`` is refused (:data:`REFUSED_QUANTIZATIONS`).
+    The NaN/Inf input check is left out: a non-finite sample gives NaN outputs (an int8 input
+    cannot hold one). The file carries the export record (:mod:`eegdino_tf.artifact`) as a
+    metadata buffer. ``any_shape`` makes one file for every montage and window at 200 Hz: input
     ``[batch, C, T]`` with any ``C`` in 1..19 (channel slots 0..C-1) and ``T`` a multiple of
     200 (checked against Keras on :data:`ANY_SHAPE_PROBES`; about 1.03x the size of one shape).
     """
     from eegdino_tf import artifact
+    from eegdino_tf.io.channels import STANDARD_CHANNELS
 
     artifact.check_channel_names(channel_names, channels)
     litert = require("ai_edge_litert.interpreter", "export")
+    if quantize in REFUSED_QUANTIZATIONS:
+        raise ExportError(f"quantize={quantize!r} is refused: {REFUSED_QUANTIZATIONS[quantize]}")
     if quantize not in QUANTIZATIONS:
         raise ExportError(f"unknown quantization {quantize!r}; choose one of {QUANTIZATIONS}")
+    if (quantize == "int8") != (calibration is not None) or (int8_io and quantize != "int8"):
+        raise ExportError(
+            "quantize='int8' needs calibration= (recordings or windows), and calibration= and "
+            f"int8_io= apply to quantize='int8' only; got quantize={quantize!r}"
+        )
     if batch < 1:
         raise ExportError(f"batch must be >= 1, got {batch}")
     model, spec = at_rate(T.for_format(model, "tflite"), batch, channels, samples, sfreq, window)
@@ -355,25 +459,102 @@ def export_tflite(
                 "any_shape=True takes EEG at 200 Hz of any length: give no sfreq=, window= or "
                 "samples="
             )
+        if quantize == "int8":
+            raise ExportError("any_shape=True cannot be int8: calibration needs one shape")
         spec = T.input_spec(model, batch, None, None)
+    windows = None
+    if quantize == "int8":
+        names = channel_names or STANDARD_CHANNELS[:channels]
+        windows = C.calibration_set(
+            calibration, sfreq=float(sfreq), samples=spec.shape[-1], channels=names
+        )
     with atomic_output(output_path, force=force) as tmp:
-        tmp.write_bytes(T.tflite_flatbuffer(model, spec, quantize))
+        representative = None if windows is None else windows.representative(float(sfreq))
+        tmp.write_bytes(T.tflite_flatbuffer(model, spec, quantize, representative, int8_io))
 
         def runner(data: bytes) -> Runner:
             interpreter = litert.Interpreter(model_content=data, num_threads=hardware.cpu_threads())
-            signature = interpreter.get_signature_runner("serving_default")
-            return lambda eeg: signature(eeg=eeg)
+            return T.float_runner(interpreter.get_signature_runner("serving_default"))
 
         run = runner(tmp.read_bytes())
         runtime = f"ai_edge_litert {importlib.metadata.version('ai-edge-litert')} (XNNPACK)"
         report = _self_check(
             "tflite", model, {runtime: run}, tmp, Path(output_path), spec, quantize, latency_calls
         )
+        if windows is not None:
+            report.int8 = _int8_check(model, run, batch, windows, tmp.read_bytes(), float(sfreq))
         record = _record(model, report, quantize, None, weights_file, channel_names)
         data = artifact.tflite_with_record(tmp.read_bytes(), record)
         _write_unchanged(tmp, data, run, runner, probe_eeg(*report.probe_shape))
         report.size_bytes = _size(tmp)
         return report
+
+
+def _int8_check(
+    model: Any,
+    run: Runner,
+    batch: int,
+    windows: C.CalibrationSet,
+    flatbuffer: bytes,
+    sfreq: float,
+) -> Int8Check:
+    """Measure a full-integer int8 flatbuffer (op share, input range) and its cosine to float32
+    Keras on every held-out window, as it is and with a blink; an :class:`ExportError` naming
+    the worst window when one is under :data:`MIN_INT8_COSINE`."""
+    int8_ops, ops = T.int8_op_counts(flatbuffer)
+    low, high, scale, zero = T.int8_input_range(flatbuffer)
+    output = T.int8_output_quantization(flatbuffer)
+    held = windows.held_out
+
+    def keras_outputs(part: Array) -> dict[str, Any]:
+        return T.named_outputs(model, part)
+
+    clean, blink = (
+        T.cosines(_in_batches(run, x, batch), _in_batches(keras_outputs, x, 8))
+        for x in (held, C.with_blink(held, sfreq))
+    )
+    cosines = np.concatenate([clean, blink])
+    worst = windows.held_out_where[int(np.argmin(cosines)) % len(held)]
+    if np.argmin(cosines) >= len(held):
+        worst += f" with a {C.BLINK_UV:g} uV blink"
+    check = Int8Check(
+        io="int8" if output is not None else "float32",
+        int8_ops=int8_ops,
+        ops=ops,
+        input_range_uv=(low, high),
+        input_scale=scale,
+        input_zero_point=zero,
+        output_scale=None if output is None else output[0],
+        output_zero_point=None if output is None else output[1],
+        calibration_windows=len(windows.calibration),
+        held_out_windows=len(held),
+        recordings=windows.recordings,
+        cosine_min=float(np.min(clean)),
+        cosine_median=float(np.median(clean)),
+        artifact_cosine_min=float(np.min(blink)),
+        artifact_cosine_median=float(np.median(blink)),
+        worst=worst,
+    )
+    if not np.min(cosines) >= MIN_INT8_COSINE:
+        raise ExportError(
+            f"int8 check failed: cosine to float32 Keras {np.min(cosines):.4f} < "
+            f"{MIN_INT8_COSINE} on "
+            f"held-out window {worst} (input clips outside [{low:.1f}, {high:.1f}] uV); "
+            "nothing was written: calibrate on recordings like the ones the file will see"
+        )
+    return check
+
+
+def _in_batches(run: Callable[[Array], Any], x: Array, batch: int) -> dict[str, Array]:
+    """``run`` over ``x`` ``[N, ...]`` ``batch`` examples at a time (the last part padded with
+    copies of its last example), outputs concatenated and cut to ``N``."""
+    parts: dict[str, list[Array]] = {}
+    for start in range(0, len(x), batch):
+        part = x[start : start + batch]
+        padded = np.concatenate([part, np.repeat(part[-1:], batch - len(part), axis=0)])
+        for name, value in run(padded).items():
+            parts.setdefault(name, []).append(np.asarray(value)[: len(part)])
+    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 def export_onnx(

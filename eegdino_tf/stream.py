@@ -32,6 +32,10 @@ from eegdino_tf.errors import ConfigError, ExportError, InputError, require
 from eegdino_tf.io.encode import summarize
 from eegdino_tf.io.windows import Stream, seconds_to_samples, window_samples
 
+#: The input types a ``.tflite`` encoder may take: float32 microvolts, or int8 (full-integer
+#: int8 with ``int8_io``: :class:`TFLiteEncoder` quantizes with the file's scale/zero point).
+INPUTS = (np.float32, np.int8)
+
 
 @dataclasses.dataclass(frozen=True)
 class StreamItem:
@@ -75,10 +79,10 @@ class TFLiteEncoder:
             raise ConfigError(f"{self.path} is not a readable .tflite file: {err}") from None
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         shapes = [tuple(int(d) for d in o["shape"]) for o in outputs]
-        if len(inputs) != 1 or len(inputs[0]["shape"]) != 3 or inputs[0]["dtype"] != np.float32:
+        if len(inputs) != 1 or len(inputs[0]["shape"]) != 3 or inputs[0]["dtype"] not in INPUTS:
             raise ConfigError(
                 f"{self.path} takes {[(tuple(i['shape']), i['dtype'].__name__) for i in inputs]}; "
-                "expected one float32 input [batch, channels, samples]"
+                "expected one float32 (or int8) input [batch, channels, samples]"
             )
         if len(shapes) != 1 or len(shapes[0]) != 3:
             raise ConfigError(
@@ -98,12 +102,19 @@ class TFLiteEncoder:
         self.channel_names = tuple(names) if names and len(names) == self.channels else None
         self._interpreter = interpreter
         self._input, self._output = inputs[0]["index"], outputs[0]["index"]
+        #: An int8-io file's input quantization ``(scale, zero_point)``, else ``None``.
+        self.int8_input = inputs[0]["quantization"] if inputs[0]["dtype"] == np.int8 else None
+        self._output_quantization = outputs[0]["quantization"]
         interpreter.allocate_tensors()
 
     def predict(self, x: np.ndarray, batch_size: int | None = None, verbose: Any = 0) -> np.ndarray:
-        """Tokens ``[N, 1 + C*P, D]`` of ``x`` ``[N, C, T]`` (the file's C and T), run
-        :attr:`batch` examples at a time (the file's batch; the last part padded).
+        """Tokens ``[N, 1 + C*P, D]`` float32 of ``x`` ``[N, C, T]`` microvolts (the file's C
+        and T), run :attr:`batch` examples at a time (the file's batch; the last part padded).
+        An int8-io file's input is quantized with its scale and zero point (an
+        :class:`InputError` for NaN or Inf, which int8 cannot hold) and its tokens dequantized.
         ``batch_size`` and ``verbose`` are accepted for Keras' signature and not used."""
+        from eegdino_tf.tracing import from_int8, to_int8
+
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 3 or x.shape[1:] != (self.channels, self.samples):
             raise InputError(
@@ -113,9 +124,12 @@ class TFLiteEncoder:
         for start in range(0, len(x), self.batch):
             part = x[start : start + self.batch]
             padded = np.concatenate([part, np.repeat(part[-1:], self.batch - len(part), axis=0)])
+            if self.int8_input is not None:
+                padded = to_int8(padded, *self.int8_input)
             self._interpreter.set_tensor(self._input, padded)
             self._interpreter.invoke()
-            parts.append(self._interpreter.get_tensor(self._output)[: len(part)])
+            out = self._interpreter.get_tensor(self._output)[: len(part)]
+            parts.append(from_int8(out, *self._output_quantization))
         return np.concatenate(parts)
 
 

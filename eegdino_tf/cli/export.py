@@ -14,7 +14,7 @@ from eegdino_tf.cli.options import (
     add_model_options,
     load_model,
 )
-from eegdino_tf.export import FORMATS, MIN_OPSET, QUANTIZATIONS
+from eegdino_tf.export import FORMATS, MIN_OPSET, QUANTIZATIONS, REFUSED_QUANTIZATIONS
 from eegdino_tf.serving import describe_bundle
 from eegdino_tf.tracing import KEEPS_FINITE_CHECK
 
@@ -22,6 +22,8 @@ from eegdino_tf.tracing import KEEPS_FINITE_CHECK
 FORMAT_OPTIONS = {
     "batch": "tflite",
     "quantize": "tflite",
+    "calibration": "tflite",
+    "int8_io": "tflite",
     "any_shape": "tflite",
     "version": "saved-model",
     "warmup": "saved-model",
@@ -78,7 +80,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--batch", type=int, help="tflite: fixed batch size (default 1)")
     parser.add_argument(
-        "--quantize", choices=QUANTIZATIONS, help="tflite: weight quantization (default none)"
+        "--quantize",
+        choices=QUANTIZATIONS + tuple(REFUSED_QUANTIZATIONS),
+        help="tflite: quantization (default none); int8 is full-integer (weights and "
+        "activations, calibrated on --calibration); int16 is refused (its reason is printed)",
+    )
+    parser.add_argument(
+        "--calibration",
+        metavar="PATTERN_OR_MANIFEST",
+        help="tflite --quantize int8: recordings to calibrate on, a glob pattern (quoted: "
+        "'data/*.edf') or a manifest (.csv as finetune takes, or .txt, one path a line); "
+        "windows are cut at --sfreq/--window/--channels, every 5th held out to check the file",
+    )
+    parser.add_argument(
+        "--int8-io",
+        action="store_true",
+        default=None,
+        help="tflite --quantize int8: int8 input and output tensors (their scale and zero point "
+        "are in the file's record; the app quantizes and must catch NaN itself)",
     )
     parser.add_argument(
         "--any-shape",

@@ -4,11 +4,14 @@
 
 For each shape (``--shape muse``: 4 channels TP9,AF7,AF8,TP10 at 256 Hz, 4 s; ``--shape
 10-20``: 19 channels at 200 Hz, 10 s) and each variant (``--variant float32``, ``float16``,
-``dynamic-int8``), :func:`eegdino_tf.export.export_tflite` writes the file (checking it
-against Keras), then ``litert-benchmark`` (installed with ai-edge-litert) runs it at each
-``--threads`` count; the script prints the Markdown table of ``export/android/README.md``:
-file size, the self-check error read back from the file's export record, and the median
-latency with its 5th-95th percentile. Exports go to a temporary folder unless ``--out DIR``.
+``dynamic-int8``, ``int8``: full-integer with float input and output, ``int8-io``: with int8
+input and output), :func:`eegdino_tf.export.export_tflite` writes the file (checking it
+against Keras; the int8 variants calibrate on ``--calibration``, default seeded EEG-like
+windows, :data:`CALIBRATION_WINDOWS` of them), then ``litert-benchmark`` (installed with
+ai-edge-litert) runs it at each ``--threads`` count; the script prints the Markdown table of
+``export/android/README.md``: file size, the self-check error read back from the file's export
+record, and the median latency with its 5th-95th percentile. Exports go to a temporary folder
+unless ``--out DIR``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import eegdino_tf  # noqa: E402
 from eegdino_tf import artifact, hardware  # noqa: E402
 from eegdino_tf import export as E  # noqa: E402
+from eegdino_tf.signals import probe_eeg  # noqa: E402
 from eegdino_tf.tracing import KEEPS_FINITE_CHECK  # noqa: E402
 
 #: name -> (channel names in slot order, sampling rate in Hz, window in seconds)
@@ -38,8 +42,17 @@ SHAPES = {
 }
 #: The 10-20 shape's channel count (its names are the record's default: the first 19 slots).
 STANDARD_COUNT = 19
-#: variant label -> ``quantize`` of :func:`eegdino_tf.export.export_tflite`
-VARIANTS = {"float32": "none", "float16": "float16", "dynamic-int8": "dynamic-int8"}
+#: variant label -> the quantization options of :func:`eegdino_tf.export.export_tflite`
+VARIANTS = {
+    "float32": {"quantize": "none"},
+    "float16": {"quantize": "float16"},
+    "dynamic-int8": {"quantize": "dynamic-int8"},
+    "int8": {"quantize": "int8"},
+    "int8-io": {"quantize": "int8", "int8_io": True},
+}
+#: Seeded EEG-like windows (:func:`eegdino_tf.signals.probe_eeg`, seed 1) the int8 variants
+#: calibrate on without ``--calibration``.
+CALIBRATION_WINDOWS = 40
 
 
 def litert_benchmark() -> str:
@@ -88,6 +101,11 @@ def main() -> None:
     parser.add_argument("--num-runs", type=int, default=50)
     parser.add_argument("--warmup-runs", type=int, default=5)
     parser.add_argument("--norm-groups", type=int)
+    parser.add_argument(
+        "--calibration",
+        help="int8 variants: recordings (a glob pattern or a manifest) to calibrate on "
+        f"(default: {CALIBRATION_WINDOWS} seeded EEG-like windows)",
+    )
     parser.add_argument("--out", type=Path, help="keep the exports here (default: deleted)")
     args = parser.parse_args()
 
@@ -105,8 +123,13 @@ def main() -> None:
         for shape in args.shape or SHAPES:
             names, sfreq, window = SHAPES[shape]
             channels = len(names) if names else STANDARD_COUNT
+            samples = round(sfreq * window)
+            windows = args.calibration or probe_eeg(CALIBRATION_WINDOWS, channels, samples, 1)
             for variant in args.variant or VARIANTS:
                 path = out / f"{shape}_{variant}.tflite"
+                options = dict(VARIANTS[variant])
+                if options["quantize"] == "int8":
+                    options["calibration"] = windows
                 E.export_tflite(
                     model,
                     path,
@@ -114,10 +137,10 @@ def main() -> None:
                     sfreq=sfreq,
                     window=window,
                     channel_names=names,
-                    quantize=VARIANTS[variant],
                     force=True,
                     latency_calls=1,
                     weights_file=args.weights,
+                    **options,
                 )
                 record = artifact.read_record(path)
                 check = record["quantization"]["self_check"]
