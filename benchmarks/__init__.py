@@ -4,9 +4,13 @@ For every size, batch and precision it times the encoder on EEG-like random micr
 (random weights: speed does not depend on their values) through several runtimes:
 
 - ``eager``: ``model(x)``, op by op;
-- ``predict``: ``model.predict(x, batch_size=B)``, what users call (it picks XLA or not);
+- ``predict``: ``model.predict(x, batch_size=B)``, what users call (``runtime="auto"``),
+  timed on a machine that has converted the model for LiteRT before (the conversion is made
+  or loaded untimed first), so LiteRT for float32 and Keras (XLA or not) otherwise;
+- ``predict-keras``: ``model.predict(x, batch_size=B, runtime="keras")`` (it picks XLA or not);
 - ``predict-litert``: ``model.predict(x, batch_size=B, runtime="litert")`` (float32; converted
   on its first, untimed call);
+- ``predict-int8``: the same with ``quantize="dynamic-int8"`` (int8 weights);
 - ``graph`` / ``xla``: the compiled call ``predict`` makes (``model.inference_function``:
   ``tf.function`` of the model without / with ``jit_compile=True``), called directly;
 - ``tflite`` / ``onnx``: a float32 export made by :mod:`eegdino_tf.export`, run by LiteRT /

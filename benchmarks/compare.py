@@ -71,22 +71,36 @@ def bare_runtimes() -> dict[str, str]:
 
 #: For ``predict(runtime="litert")``, the bare runtime beside it: the fixed-batch TFLite export.
 LITERT_BARE = "tflite"
+#: The ``predict`` rows whose overhead is reported.
+PREDICT_ROWS = ("predict", "predict-keras", "predict-litert", "predict-int8")
+
+
+def bare_runtime(row: dict[str, Any], bare: dict[str, str]) -> str | None:
+    """The bare runtime a ``predict`` row's calls run: float32 LiteRT (the default ``predict``
+    of a float32 model, timed with its conversion cached) beside :data:`LITERT_BARE`, Keras
+    beside ``bare``'s; int8 has none (no int8 export is timed)."""
+    runtime, precision = row["runtime"], row["precision"]
+    if runtime == "predict-int8":
+        return None
+    if runtime == "predict-litert" or (runtime == "predict" and precision == "float32"):
+        return LITERT_BARE
+    return bare[precision]
 
 
 def predict_overheads(rows: list[dict[str, Any]], bare: dict[str, str]) -> list[dict[str, Any]]:
     """What ``predict`` costs a call over the bare compiled call it makes (``bare``, per
-    precision; :data:`LITERT_BARE` for ``predict-litert``), for each ``predict`` and
-    ``predict-litert`` row measured inside its calls or with a bare row beside it (same mode,
+    precision, or :data:`LITERT_BARE`: :func:`bare_runtime`), for each of the
+    :data:`PREDICT_ROWS` measured inside its calls or with a bare row beside it (same mode,
     size, batch): ``own_ms``, measured inside each call (its wall time less the compiled
     call's or LiteRT run's; immune to the load that moves the medians by milliseconds), and
     ``overhead_ms``, the difference of the medians (None without the bare row)."""
     by_key = {row_key(r): r for r in rows}
     found = []
     for r in rows:
-        if r["runtime"] not in ("predict", "predict-litert"):
+        if r["runtime"] not in PREDICT_ROWS:
             continue
-        base = bare[r["precision"]] if r["runtime"] == "predict" else LITERT_BARE
-        other = by_key.get(row_key(r, runtime=base), {})
+        base = bare_runtime(r, bare)
+        other = by_key.get(row_key(r, runtime=base), {}) if base else {}
         if other or r.get("own_ms") is not None:
             found.append(
                 {

@@ -20,6 +20,9 @@ from benchmarks.timing import contenders_for, isolated_rows, measure, result_row
 from benchmarks.workload import eeg_input, flops_per_example
 from eegdino_tf.config import PRESETS
 
+#: The float32 runtimes whose RSS over many calls is checked.
+LEAK_CHECKED = ("predict", "predict-keras", "graph", "xla")
+
 
 def run_benchmark(settings: Settings, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure everything ``settings`` asks for; returns the report (see :mod:`benchmarks`)."""
@@ -47,7 +50,7 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = print) -> dic
                 rows += result_rows(size, batch, flops, ready)
                 if size == leak_size and batch == min(settings.batches) and settings.leak_calls:
                     for c in ready:
-                        if c.precision == "float32" and c.runtime in ("predict", "graph", "xla"):
+                        if c.precision == "float32" and c.runtime in LEAK_CHECKED:
                             log(f"  RSS check: {settings.leak_calls} x {c.runtime}")
                             leaks.append(leak_check(c, x, settings.leak_calls))
             del models

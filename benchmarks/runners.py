@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import configure_threads, run_in_child
-from benchmarks.settings import FLOAT32_ONLY, REFERENCES, Settings, Unavailable
+from benchmarks.settings import (
+    FLOAT32_ONLY,
+    PREDICT_LITERT,
+    REFERENCES,
+    Settings,
+    Unavailable,
+)
 from eegdino_tf.config import SAMPLING_RATE, EEGDinoConfig
 from eegdino_tf.errors import EEGDinoError
 
@@ -151,8 +157,10 @@ class CallTimer:
         self.unwrapped = function_of
         self.spans: list[tuple[float, float]] = []
 
-    def __call__(self, *args: Any) -> Callable[[Any], Any]:
-        function = self.unwrapped(*args)
+    def __call__(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any] | None:
+        function = self.unwrapped(*args, **kwargs)
+        if function is None:  # litert_function(..., convert=False) found nothing
+            return None
 
         def timed(x: Any) -> Any:
             start = time.perf_counter()
@@ -172,22 +180,26 @@ class CallTimer:
 
 
 class PredictRunner:
-    """``model.predict`` on one batch (through Keras, or LiteRT: ``runtime``); ``own_ms`` gets
-    each call's own time: its wall time less the time inside the compiled calls or LiteRT run
-    it makes (the model's :class:`CallTimer`)."""
+    """``model.predict`` on one batch with ``runtime`` and ``quantize``; ``own_ms`` gets each
+    call's own time: its wall time less the time inside the compiled calls or LiteRT runs it
+    makes (the model's :class:`CallTimer` s)."""
 
-    def __init__(self, model: Any, runtime: str = "keras"):
+    def __init__(self, model: Any, runtime: str = "keras", quantize: str = "none"):
         self.model = model
         self.runtime = runtime
+        self.quantize = quantize
         self.own_ms: list[float] = []
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        keras = self.runtime == "keras"
-        timer = self.model.inference_function if keras else self.model.litert_function
-        timer.spans.clear()
+        timers = (self.model.inference_function, self.model.litert_function)
+        for timer in timers:
+            timer.spans.clear()
         start = time.perf_counter()
-        y = self.model.predict(x, batch_size=len(x), verbose=0, runtime=self.runtime)
-        self.own_ms.append((time.perf_counter() - start) * 1e3 - timer.busy_ms())
+        y = self.model.predict(
+            x, batch_size=len(x), verbose=0, runtime=self.runtime, quantize=self.quantize
+        )
+        inside = sum(timer.busy_ms() for timer in timers)
+        self.own_ms.append((time.perf_counter() - start) * 1e3 - inside)
         return y
 
 
@@ -287,11 +299,20 @@ class SizeModels:
         if runtime in ("graph", "xla"):
             fn = self.function(precision, jit_compile=runtime == "xla")
             return lambda x: fn(x).numpy()
+        from eegdino_tf.runtime import litert_possible
+
         model = self.keras(precision)
-        if runtime == "predict":
-            return PredictRunner(model)
-        if runtime == "predict-litert":  # converts on its first (untimed) call
+        if runtime == "predict-keras":
+            return PredictRunner(model, runtime="keras")
+        if runtime in PREDICT_LITERT or (runtime == "predict" and litert_possible(precision)):
             if importlib.util.find_spec("ai_edge_litert") is None:
                 raise Unavailable(f"ai-edge-litert is not installed; {BENCH_EXTRA} installs it")
-            return PredictRunner(model, runtime="litert")
+            quantize = "dynamic-int8" if runtime == "predict-int8" else "none"
+            # Converted (or loaded from the disk cache) now, untimed: the default ``predict``
+            # is timed as it runs on a machine that converted this model before.
+            model.litert_function(self.settings.channels, self.settings.samples, quantize)
+            if runtime != "predict":
+                return PredictRunner(model, runtime="litert", quantize=quantize)
+        if runtime == "predict":
+            return PredictRunner(model, runtime="auto")
         return lambda x: np.asarray(model(x, training=False))

@@ -11,7 +11,9 @@ from eegdino_tf.config import PRECISIONS, PRESETS, EEGDinoConfig, get_config
 RUNTIMES = (
     "eager",
     "predict",
+    "predict-keras",
     "predict-litert",
+    "predict-int8",
     "graph",
     "xla",
     "tflite",
@@ -19,8 +21,13 @@ RUNTIMES = (
     "torch",
     "torch-bf16",
 )
+#: What each ``predict-*`` runtime passes to ``predict``: ``predict`` is the default
+#: (``runtime="auto"``, timed with this machine's LiteRT conversion cached, so LiteRT where it
+#: can run the model), ``predict-keras`` forces Keras (XLA), ``predict-litert`` LiteRT float32
+#: and ``predict-int8`` LiteRT with int8 weights (``quantize="dynamic-int8"``).
+PREDICT_LITERT = ("predict-litert", "predict-int8")
 #: Runtimes that run float32 models only.
-FLOAT32_ONLY = ("predict-litert", "tflite", "onnx")
+FLOAT32_ONLY = (*PREDICT_LITERT, "tflite", "onnx")
 #: The PyTorch reference runtimes, and the precision of ours each one is compared with.
 REFERENCES = {"torch": "float32", "torch-bf16": "mixed_bfloat16"}
 #: The precisions in the order the benchmark measures and reports them: those with a PyTorch
@@ -74,18 +81,18 @@ class Settings:
         return size, 8 if 8 in self.batches else max(self.batches)
 
 
-#: ``--quick``: a short smoke run, the real small model through ``predict`` (Keras, and LiteRT,
-#: whose conversion, ~9 s, is the run's longest step) and PyTorch (the ``xla`` row is the
-#: compiled call ``predict`` makes, whose overhead is measured inside each call anyway), no
-#: exports, memory probes or isolated runs, a smaller peak matmul (1024: 1/8
-#: the work of the default; on the shared 2-core VM TensorFlow's float32 GFLOP/s at 1024
-#: matched 2048's within 6%, PyTorch's was up to 20% lower) and a short RSS check (explicit
-#: options still win).
+#: ``--quick``: a short smoke run, the real small model through ``predict`` (the default, which
+#: runs LiteRT here: its conversion, ~9 s unless cached, is the run's longest step), through
+#: ``predict(runtime="keras")`` and PyTorch (no ``xla`` row: the compiled call ``predict``
+#: makes is measured inside each call anyway), no exports, memory probes or isolated runs, a
+#: smaller peak matmul (1024: 1/8 the work of the default; on the shared 2-core VM
+#: TensorFlow's float32 GFLOP/s at 1024 matched 2048's within 6%, PyTorch's was up to 20%
+#: lower) and a short RSS check (explicit options still win).
 QUICK = {
     "sizes": ("small",),
     "precisions": ("float32",),
     "batches": (1, 8),
-    "runtimes": ("predict", "predict-litert", "torch"),
+    "runtimes": ("predict", "predict-keras", "torch"),
     "runs": 3,
     "warmup": 2,
     "leak_calls": 10,

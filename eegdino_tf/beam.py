@@ -175,12 +175,16 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
     per machine instead. Each load adds one to the Beam counter ``model_loads``.
 
     With ``runtime="litert"`` and an ``input_shape`` ``(channels, samples)``, each loaded model
-    is converted for LiteRT at that window shape as it loads, not at its first batch.
+    is converted for LiteRT at that window shape as it loads, not at its first batch; with
+    ``runtime="auto"`` (the default) it takes LiteRT where the worker's machine has that
+    conversion cached (:mod:`eegdino_tf.litert_cache`: converted once per machine, by an
+    earlier run or ``--runtime litert``), Keras otherwise.
     ``load_context``, if given, is a context manager factory entered around each load (the
     command line passes one that sets the C++ log lines of TensorFlow and LiteRT aside).
 
     Batches are exactly ``batch_size`` windows (a bundle's last batch is padded to it, so XLA
-    compiles one program). ``runtime`` is ``predict``'s: ``"keras"`` or ``"litert"`` (LiteRT
+    compiles one program). ``runtime`` is ``predict``'s: ``"auto"``, ``"keras"``, ``"xla"`` or
+    ``"litert"`` (LiteRT
     on the worker's CPU, float32; converted once per loaded model, see
     :mod:`eegdino_tf.litert`); ``quantize="dynamic-int8"`` with it runs int8 weights.
     Outputs: ``global_token`` and ``mean_token`` ``[D]`` (and ``tokens``
@@ -197,7 +201,7 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
         batch_size: int = 8,
         share_across_processes: bool = False,
         model_copies: int | None = None,
-        runtime: str = "keras",
+        runtime: str = "auto",
         quantize: str = "none",
         input_shape: tuple[int, int] | None = None,
         load_context: Callable[[], contextlib.AbstractContextManager] | None = None,
@@ -233,8 +237,11 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
         with (self.load_context or contextlib.nullcontext)():
             with local_file(self.weights) as path:
                 model = loader(path, **self.options)
-            if self.runtime == "litert" and self.input_shape is not None:
-                model.litert_function(*self.input_shape, self.quantize)
+            if self.input_shape is not None and self.runtime in ("auto", "litert"):
+                if self.runtime == "litert" or self.quantize != "none":
+                    model.litert_function(*self.input_shape, self.quantize)
+                else:  # loads a cached conversion now, if this machine has one
+                    model.choose_runtime(*self.input_shape)
         with _loads_lock:  # counted at the next batch: Beam metrics need a bundle
             _unreported_loads += 1
         return model
@@ -571,7 +578,7 @@ class EncodeCorpus(beam.PTransform):
     batch_size: int = 8
     share_across_processes: bool = False
     model_copies: int | None = None
-    runtime: str = "keras"
+    runtime: str = "auto"
     quantize: str = "none"
     model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     load_context: Callable[[], contextlib.AbstractContextManager] | None = None

@@ -20,9 +20,11 @@ SAMPLING_RATE = 200.0
 MAX_CHANNELS = 19
 #: Compute precisions a model can run in (``"auto"`` picks one of them per machine).
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-#: What ``predict`` runs the model with: Keras (its compiled ``tf.function``, XLA or not) or
-#: LiteRT (:mod:`eegdino_tf.litert`: float32, on the CPU).
-RUNTIMES = ("keras", "litert")
+#: What ``predict`` runs the model with: ``auto`` (the default: LiteRT where a conversion is at
+#: hand or pays for itself, else Keras; ``EEGModel.choose_runtime``), Keras (its compiled
+#: ``tf.function``, XLA or not), ``xla`` (that function under XLA) or LiteRT
+#: (:mod:`eegdino_tf.litert`: float32, on the CPU).
+RUNTIMES = ("auto", "keras", "xla", "litert")
 #: Frequency bins of a patch's spectrum (``|rfft|`` of 200 samples).
 SPECTRAL_BINS = PATCH_SIZE // 2 + 1
 #: Taps of the depthwise time encoding along the patch axis.

@@ -42,48 +42,35 @@ PROBE_BATCH = 2
 
 def check_quantize(runtime: str, quantize: str) -> None:
     """Raise :class:`ConfigError` unless ``quantize`` is one of :data:`LITERT_QUANTIZATIONS`
-    and, when not ``"none"``, ``runtime`` is ``"litert"``."""
+    and, when not ``"none"``, ``runtime`` is ``"litert"`` or ``"auto"`` (which then takes
+    LiteRT)."""
     if quantize not in LITERT_QUANTIZATIONS:
         raise ConfigError(f"unknown quantize={quantize!r}; choose one of {LITERT_QUANTIZATIONS}")
-    if quantize != "none" and runtime != "litert":
-        raise ConfigError(f"quantize={quantize!r} runs in LiteRT: pass runtime='litert'")
+    if quantize != "none" and runtime not in ("litert", "auto"):
+        raise ConfigError(
+            f"quantize={quantize!r} runs in LiteRT: pass runtime='litert' (or 'auto'), "
+            f"not {runtime!r}"
+        )
 
 
 class LiteRTFunction:
-    """``model`` converted once (or found converted on disk, unless ``cache=False``), run by
-    LiteRT: ``batch [B, C, T] float32 -> output`` (NumPy) for any ``B``, at the ``channels``
-    and ``samples`` it was made for, float32 or ``quantize="dynamic-int8"``. Calls from several
-    threads take turns (an interpreter runs one call at a time)."""
+    """A LiteRT interpreter over one flatbuffer: ``batch [B, C, T] float32 -> output`` (NumPy)
+    for any ``B``, at the ``channels`` and ``samples`` it was made for. Made by
+    :func:`litert_conversion`; ``weights`` is the fingerprint of the weights it holds,
+    ``cached`` whether it came from the disk cache, ``cosine`` the int8 probe's smallest
+    cosine to float32 Keras (None for float32). Calls from several threads take turns (an
+    interpreter runs one call at a time)."""
 
     def __init__(
         self,
-        model: Any,
-        channels: int,
-        samples: int,
-        quantize: str = "none",
+        flatbuffer: bytes,
+        weights: np.ndarray,
+        cached: bool,
+        cosine: float | None = None,
         threads: int | None = None,
-        cache: bool = True,
     ):
-        if model.precision != "float32":
-            raise ConfigError(
-                f"runtime='litert' runs float32 models; this one is precision="
-                f"{model.precision!r} (use runtime='keras')"
-            )
-        check_quantize("litert", quantize)
         litert = require("ai_edge_litert.interpreter", "export")
-        self.weights = weights_fingerprint(model)  # before converting: what is converted
-        spec = tracing.input_spec(model, None, channels, samples)
-        folder = litert_cache.cache_folder() if cache else None
-        key = None if folder is None else litert_cache.cache_key(model, channels, samples, quantize)
-        found = None if key is None else litert_cache.load(folder, key)
-        #: Whether the flatbuffer came from the disk cache (no conversion in this process).
-        self.cached = found is not None
-        if found is None:
-            tracing.check_conversion_memory(model)
-            flatbuffer, measured = tracing.tflite_flatbuffer(model, spec, quantize), {}
-            hardware.release_freed_memory()
-        else:
-            flatbuffer, measured = found
+        self.weights, self.cached, self.cosine = weights, cached, cosine
         self.interpreter = litert.Interpreter(
             model_content=flatbuffer, num_threads=threads or hardware.cpu_threads()
         )
@@ -92,27 +79,6 @@ class LiteRTFunction:
         self._output = self.interpreter.get_output_details()[0]["index"]
         self.interpreter.allocate_tensors()  # applies the XNNPACK delegate now, not mid-run
         self._lock = threading.Lock()
-        if found is None and quantize != "none":
-            measured["probe_cosine"] = self._probe_cosine(model, channels, samples)
-        #: Smallest cosine to float32 Keras on the probe (int8 only, else None).
-        self.cosine = measured.get("probe_cosine")
-        if found is None and key is not None and self.made_from(weights_fingerprint(model)):
-            litert_cache.store(folder, key, flatbuffer, measured)  # unchanged while converting
-        if self.cosine is not None and not self.cosine >= MIN_INT8_COSINE:
-            raise ConfigError(
-                f"quantize={quantize!r} moves this model's output to cosine {self.cosine:.5f} "
-                f"of float32 on the probe, under {MIN_INT8_COSINE}; use quantize='none'"
-            )
-
-    def _probe_cosine(self, model: Any, channels: int, samples: int) -> float:
-        """Smallest per-example cosine of this conversion's output to ``model``'s in Keras on
-        the export's seeded probe (global token, or logits)."""
-        from eegdino_tf.signals import probe_eeg
-
-        probe = np.asarray(probe_eeg(PROBE_BATCH, channels, samples), np.float32)
-        reference = {k: np.asarray(v) for k, v in tracing.named_outputs(model, probe).items()}
-        (name,) = reference
-        return tracing.min_cosine({name: self(probe)}, reference)
 
     def made_from(self, weights: np.ndarray) -> bool:
         """Whether this conversion holds the weights of fingerprint ``weights``."""
@@ -127,6 +93,67 @@ class LiteRTFunction:
             self.interpreter.set_tensor(self._input, batch)
             self.interpreter.invoke()
             return self.interpreter.get_tensor(self._output)
+
+
+def litert_conversion(
+    model: Any,
+    channels: int,
+    samples: int,
+    quantize: str = "none",
+    *,
+    cache: bool = True,
+    convert: bool = True,
+    threads: int | None = None,
+) -> LiteRTFunction | None:
+    """``model`` (float32) for LiteRT at ``[any, channels, samples]``: found on disk
+    (:mod:`eegdino_tf.litert_cache`, unless ``cache=False``), else converted, then stored
+    there; ``convert=False`` returns None instead of converting. An int8 conversion whose
+    probe cosine falls under :data:`MIN_INT8_COSINE` raises :class:`ConfigError` (and is
+    cached with its number, so the refusal costs no second conversion)."""
+    if model.precision != "float32":
+        raise ConfigError(
+            f"runtime='litert' runs float32 models; this one is precision="
+            f"{model.precision!r} (use runtime='keras')"
+        )
+    check_quantize("litert", quantize)
+    require("ai_edge_litert.interpreter", "export")
+    weights = weights_fingerprint(model)  # before converting: what is converted
+    folder = litert_cache.cache_folder() if cache else None
+    key = None if folder is None else litert_cache.cache_key(model, channels, samples, quantize)
+    found = None if key is None else litert_cache.load(folder, key)
+    if found is not None:
+        flatbuffer, measured = found
+        function = LiteRTFunction(flatbuffer, weights, True, measured.get("probe_cosine"), threads)
+    elif not convert:
+        return None
+    else:
+        tracing.check_conversion_memory(model)
+        spec = tracing.input_spec(model, None, channels, samples)
+        flatbuffer = tracing.tflite_flatbuffer(model, spec, quantize)
+        hardware.release_freed_memory()
+        function = LiteRTFunction(flatbuffer, weights, False, threads=threads)
+        if quantize != "none":
+            function.cosine = _probe_cosine(function, model, channels, samples)
+        measured = {} if function.cosine is None else {"probe_cosine": function.cosine}
+        if key is not None and function.made_from(weights_fingerprint(model)):
+            litert_cache.store(folder, key, flatbuffer, measured)  # unchanged while converting
+    if function.cosine is not None and not function.cosine >= MIN_INT8_COSINE:
+        raise ConfigError(
+            f"quantize={quantize!r} moves this model's output to cosine {function.cosine:.5f} "
+            f"of float32 on the probe, under {MIN_INT8_COSINE}; use quantize='none'"
+        )
+    return function
+
+
+def _probe_cosine(function: LiteRTFunction, model: Any, channels: int, samples: int) -> float:
+    """Smallest per-example cosine of ``function``'s output to ``model``'s in Keras on the
+    export's seeded probe (global token, or logits)."""
+    from eegdino_tf.signals import probe_eeg
+
+    probe = np.asarray(probe_eeg(PROBE_BATCH, channels, samples), np.float32)
+    reference = {k: np.asarray(v) for k, v in tracing.named_outputs(model, probe).items()}
+    (name,) = reference
+    return tracing.min_cosine({name: function(probe)}, reference)
 
 
 def weights_fingerprint(model: Any) -> np.ndarray:

@@ -4,13 +4,15 @@ helpers that size and run its batches.
 :class:`EEGModel` checks EEG input before Keras does (errors that say what EEG it wants),
 refuses a window whose attention cannot fit in memory, and gives ``predict`` a fast path for
 in-memory arrays: one cached ``tf.function`` (XLA where it measured faster) run in
-:func:`parallel_calls` parts on a CPU, or LiteRT (``runtime="litert"``, :mod:`eegdino_tf.litert`).
-The models themselves (:mod:`eegdino_tf.models`) build on it.
+:func:`parallel_calls` parts on a CPU, or LiteRT (:mod:`eegdino_tf.litert`), which the default
+``runtime="auto"`` takes on a CPU where a conversion is at hand or pays for itself
+(:meth:`EEGModel.choose_runtime`). The models themselves (:mod:`eegdino_tf.models`) build on it.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +32,12 @@ from eegdino_tf.layers import (
     check_eeg_shape,
     graph_form,
 )
-from eegdino_tf.litert import LiteRTFunction, check_quantize, weights_fingerprint
+from eegdino_tf.litert import (
+    LiteRTFunction,
+    check_quantize,
+    litert_conversion,
+    weights_fingerprint,
+)
 
 
 class EEGModel(keras.Model):
@@ -52,7 +59,7 @@ class EEGModel(keras.Model):
         verbose="auto",
         steps=None,
         callbacks=None,
-        runtime="keras",
+        runtime="auto",
         quantize="none",
     ):
         """Keras ``predict``, with a fast path for in-memory arrays; ``batch_size`` defaults to
@@ -75,16 +82,23 @@ class EEGModel(keras.Model):
         ``tf.data.Dataset`` of batches (``x`` or ``(x, y, ...)`` elements; ``steps`` of them
         at most). ``quantize="dynamic-int8"`` (LiteRT only) runs int8 weights, refused where
         its output strays from float32's on a probe. See :mod:`eegdino_tf.litert`.
+        ``runtime="keras"`` always takes the Keras path above, ``"xla"`` that path compiled
+        by XLA whatever ``compile`` chose; the default ``"auto"`` takes LiteRT where
+        :meth:`choose_runtime` says so, else ``"keras"``.
         """
         if runtime not in RUNTIMES:
             raise ConfigError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
         check_quantize(runtime, quantize)
         if isinstance(x, (np.generic, list, tuple, dict)):
             check_eeg_input(x, self.partial_patch)
+        if runtime == "auto" and isinstance(x, tf.data.Dataset) and not callbacks:
+            shape = _batch_shape(x.element_spec)
+            found = shape is not None and self._auto_litert(*shape, 0, quantize) is not None
+            runtime = "litert" if found else "keras"
         if runtime == "litert" and isinstance(x, tf.data.Dataset) and not callbacks:
             return self._predict_dataset_litert(x, steps, verbose, quantize)
         if steps is not None or callbacks or not isinstance(x, (np.ndarray, tf.Tensor)):
-            if runtime == "litert":
+            if runtime == "litert" or quantize != "none":
                 raise ConfigError(
                     "runtime='litert' takes a NumPy array, a tensor or a tf.data.Dataset of "
                     "batches, without callbacks (and steps only with a dataset)"
@@ -95,11 +109,18 @@ class EEGModel(keras.Model):
         check_eeg_shape(x.shape, self.partial_patch)
         size = default_batch_size() if batch_size is None else batch_count(batch_size)
         check_attention_memory(x.shape, min(size, len(x)), self.num_heads)
-        if runtime == "litert":
-            function, pad = self.litert_function(int(x.shape[1]), int(x.shape[2]), quantize), True
+        channels, samples = int(x.shape[1]), int(x.shape[2])
+        function = None
+        if runtime == "auto":
+            function = self._auto_litert(channels, samples, len(x), quantize)
+        elif runtime == "litert":
+            function = self.litert_function(channels, samples, quantize)
+        if function is not None:
+            pad = True
         else:
             chosen = self.__dict__.get("_jit_chosen", False)
             jit = self.jit_compile if chosen else default_jit_compile(self.precision)
+            jit = True if runtime == "xla" else jit
             compiled, pad = self.inference_function(jit), jit  # XLA: a program per batch size
             calls = parallel_calls()
 
@@ -169,30 +190,83 @@ class EEGModel(keras.Model):
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def litert_function(
-        self, channels: int, samples: int, quantize: str = "none", cache: bool = True
-    ) -> LiteRTFunction:
+        self,
+        channels: int,
+        samples: int,
+        quantize: str = "none",
+        cache: bool = True,
+        convert: bool = True,
+    ) -> LiteRTFunction | None:
         """The model converted for LiteRT at this input shape (any batch) and ``quantize``:
         made on first use (found on disk when this machine converted it before, unless
         ``cache=False``: :mod:`eegdino_tf.litert_cache`), and made again whenever the weights
         are no longer those it was made from, however they changed (``fit``, ``set_weights``,
         ``assign``, a training step of one's own, a checkpoint read, through this model, a
         model it is part of or a part of it): checked on every call
-        (:func:`~eegdino_tf.litert.weights_fingerprint`)."""
-        weights = weights_fingerprint(self)
+        (:func:`~eegdino_tf.litert.weights_fingerprint`). ``convert=False`` returns None
+        where it would convert: nothing in this model with its current weights, and nothing
+        on disk (the disk is looked up once per shape until a conversion goes stale)."""
+        key = (channels, samples, quantize)
         # One conversion at a time, also for threads that share us.
         with self.__dict__.setdefault("_litert_lock", threading.Lock()):
             functions = self.__dict__.setdefault("_litert_functions", {})
-            for key in [k for k, made in functions.items() if not made.made_from(weights)]:
-                del functions[key]  # stale: freed before converting again
-            key = (channels, samples, quantize)
-            if key not in functions:
-                functions[key] = LiteRTFunction(self, channels, samples, quantize, cache=cache)
-            return functions[key]
+            looked_up = self.__dict__.setdefault("_litert_looked_up", set())
+            if functions:
+                weights = weights_fingerprint(self)
+                for stale in [k for k, made in functions.items() if not made.made_from(weights)]:
+                    del functions[stale]  # freed before converting again
+                    looked_up.discard(stale)
+            if key in functions:
+                return functions[key]
+            if not convert and key in looked_up:
+                return None
+            looked_up.add(key)
+            made = litert_conversion(
+                self, channels, samples, quantize, cache=cache, convert=convert
+            )
+            if made is not None:
+                functions[key] = made
+            return made
+
+    def choose_runtime(
+        self, channels: int, samples: int, examples: int = 0, quantize: str = "none"
+    ) -> str:
+        """What ``predict(runtime="auto")`` runs ``examples`` examples ``[channels, samples]``
+        with: ``"litert"`` or ``"keras"``.
+
+        LiteRT when it can run this model here (float32, no GPU, ai-edge-litert installed)
+        and a conversion for this shape is at hand: in this model with its current weights, or
+        in the disk cache (:mod:`eegdino_tf.litert_cache`; looked up once per shape, then
+        loaded), or when the work is large enough to pay for converting (at least
+        :data:`AUTO_CONVERT_TOKENS` tokens, examples x (1 + channels x seconds), and memory
+        for the conversion): then it converts now. Otherwise Keras (XLA): a first call never
+        waits for a conversion it would not win back. ``quantize`` other than ``"none"`` is
+        LiteRT's alone."""
+        found = self._auto_litert(channels, samples, examples, quantize)
+        return "keras" if found is None else "litert"
+
+    def _auto_litert(
+        self, channels: int, samples: int, examples: int, quantize: str
+    ) -> LiteRTFunction | None:
+        """The LiteRT function :meth:`choose_runtime` picks, or None for Keras."""
+        if quantize != "none":
+            return self.litert_function(channels, samples, quantize)
+        if not litert_possible(self.precision):
+            return None
+        found = self.litert_function(channels, samples, convert=False)
+        if found is not None:
+            return found
+        tokens = examples * (1 + channels * (samples // PATCH_SIZE))
+        if tokens >= AUTO_CONVERT_TOKENS and conversion_fits(self):
+            return self.litert_function(channels, samples)
+        return None
 
     def reset_litert(self) -> None:
         """Forget the LiteRT conversions now, freeing their memory (a conversion whose weights
-        changed is replaced on its next use anyway)."""
+        changed is replaced on its next use anyway), and what ``runtime="auto"`` found on
+        disk."""
         self.__dict__.pop("_litert_functions", None)
+        self.__dict__.pop("_litert_looked_up", None)
 
     @property
     def num_heads(self) -> int:
@@ -225,6 +299,45 @@ class EEGModel(keras.Model):
 
             cache[jit_compile] = tf.function(infer, jit_compile=jit_compile, reduce_retracing=True)
         return cache[jit_compile]
+
+
+#: ``runtime="auto"`` converts for LiteRT (without a conversion at hand) when one call holds
+#: at least this many tokens, examples x (1 + channels x seconds): where converting pays for
+#: itself in that call. A conversion takes about 2 us per weight on 2 cores (small 9 s) and
+#: LiteRT saves about a tenth of XLA's time at batch 8 (docs/performance.md), so converting
+#: pays after about ten conversions' worth of XLA work: small, 19 x 10 s windows, ~5,000
+#: windows (an hour and a half of XLA at ~70 windows/s). Both times grow with the weights, so
+#: one count of tokens serves every size.
+AUTO_CONVERT_TOKENS = 1_000_000
+
+
+def litert_possible(precision: str) -> bool:
+    """Whether ``runtime="auto"`` may take LiteRT here: a float32 model, no GPU (where XLA
+    runs it), and ai-edge-litert installed."""
+    if precision != "float32" or hardware.detect().gpus:
+        return False
+    return importlib.util.find_spec("ai_edge_litert") is not None
+
+
+def conversion_fits(model: Any) -> bool:
+    """Whether converting ``model`` for LiteRT fits this machine's memory."""
+    from eegdino_tf.tracing import check_conversion_memory
+
+    try:
+        check_conversion_memory(model)
+    except ConfigError:
+        return False
+    return True
+
+
+def _batch_shape(spec: Any) -> tuple[int, int] | None:
+    """``(channels, samples)`` of a dataset's batches (the first part of ``(x, y, ...)``
+    elements), when its element spec fixes them."""
+    spec = spec[0] if isinstance(spec, (tuple, list)) else spec
+    shape = getattr(spec, "shape", None)
+    if shape is None or shape.rank != 3 or None in shape[1:]:
+        return None
+    return int(shape[1]), int(shape[2])
 
 
 #: How :meth:`~EEGModel.inference_function` writes the model for XLA: the softmax's row sums

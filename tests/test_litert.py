@@ -245,7 +245,7 @@ def test_int8_is_refused_under_the_probe_cosine_and_the_refusal_is_kept(monkeypa
 def test_quantize_needs_litert_and_a_known_mode():
     x = load_io("tiny")["raw_uv"]
     with pytest.raises(ConfigError, match="quantize='dynamic-int8' runs in LiteRT: pass runtime="):
-        encoder("tiny").predict(x, quantize="dynamic-int8")
+        encoder("tiny").predict(x, runtime="keras", quantize="dynamic-int8")
     with pytest.raises(ConfigError, match=r"unknown quantize='float16'; choose one of \('none', "):
         encoder("tiny").predict(x, runtime="litert", quantize="float16")
 
@@ -269,7 +269,8 @@ def test_encode_and_encode_corpus_pass_quantize_through(tmp_path, capsys):
     cosines = global_cosines(outputs["dynamic-int8"][:, None], outputs["none"][:, None])
     assert cosines.min() >= litert.MIN_INT8_COSINE and nrmse(*outputs.values()) > 1e-4
     capsys.readouterr()
-    assert cli.main([*argv, "--output", str(tmp_path / "x.npz"), "--quantize", "dynamic-int8"]) == 2
+    keras = ["--runtime", "keras", "--quantize", "dynamic-int8"]
+    assert cli.main([*argv, "--output", str(tmp_path / "x.npz"), *keras]) == 2
     assert (
         "--quantize dynamic-int8 runs in LiteRT: pass --runtime litert" in capsys.readouterr().err
     )
@@ -278,4 +279,4 @@ def test_encode_and_encode_corpus_pass_quantize_through(tmp_path, capsys):
     assert corpus.handler.quantize == corpus.settings()["quantize"] == "dynamic-int8"
     assert "quantize" not in EncodeCorpus(weights, "unused", runtime="litert").settings()
     with pytest.raises(ConfigError, match="quantize='dynamic-int8' runs in LiteRT"):
-        EncodeCorpus(weights, "unused", quantize="dynamic-int8")
+        EncodeCorpus(weights, "unused", runtime="keras", quantize="dynamic-int8")

@@ -16,7 +16,7 @@ import pytest
 import eegdino_tf
 from eegdino_tf import litert_cache, tracing
 from eegdino_tf.errors import ConfigError
-from eegdino_tf.litert import LiteRTFunction
+from eegdino_tf.litert import litert_conversion
 from tests.helpers import OVERRIDES, REPO, fixture_path, load_io
 
 #: A child process: the tiny encoder through LiteRT at (19, 2000), float32 and int8, its tokens
@@ -178,10 +178,10 @@ def test_a_damaged_entry_is_never_loaded_and_is_replaced(folder, conversions):
     tokens = model.predict(x, verbose=0, runtime="litert")
     (path,) = entries(folder)
     _flipped_byte(path, None)
-    again = LiteRTFunction(tiny(), 19, 2000)
+    again = litert_conversion(tiny(), 19, 2000)
     assert not again.cached and conversions[0] == 2
     np.testing.assert_array_equal(again(x), tokens)
-    assert LiteRTFunction(tiny(), 19, 2000).cached and conversions[0] == 2  # rewritten whole
+    assert litert_conversion(tiny(), 19, 2000).cached and conversions[0] == 2  # rewritten whole
 
 
 def test_the_size_bound_evicts_the_least_recently_used(folder, monkeypatch):
@@ -215,9 +215,9 @@ def test_the_folder_and_the_bound_follow_the_environment(monkeypatch, tmp_path):
 
 def test_no_cache_when_turned_off(folder, monkeypatch, conversions):
     model = tiny()
-    assert not LiteRTFunction(model, 19, 2000, cache=False).cached
+    assert not litert_conversion(model, 19, 2000, cache=False).cached
     monkeypatch.setenv("EEGDINO_TF_CACHE", "off")
-    assert not LiteRTFunction(model, 19, 2000).cached
+    assert not litert_conversion(model, 19, 2000).cached
     assert conversions[0] == 2 and not folder.exists()
 
 

@@ -51,9 +51,13 @@ def run(args: argparse.Namespace) -> int:
     recording.window_starts(args.window, args.stride, args.pad_tail)
     with atomic_output(args.output, force=args.force) as tmp:
         model = load_model(args)
-        if args.runtime == "litert":  # convert first, the converter's C++ log lines set aside
-            samples = window_samples(args.window)
-            with stderr_set_aside():
+        runtime, samples = args.runtime, window_samples(args.window)
+        with stderr_set_aside():  # convert first, the converter's C++ log lines set aside
+            if runtime == "auto":
+                windows = len(recording.window_starts(args.window, args.stride, args.pad_tail))
+                channels = len(recording.channels)
+                runtime = model.choose_runtime(channels, samples, windows, args.quantize)
+            if runtime == "litert":
                 model.litert_function(len(recording.channels), samples, args.quantize)
         result = encode_recording(
             model,
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             tokens=args.tokens,
             pad_tail=args.pad_tail,
             progress=sys.stderr.isatty(),
-            runtime=args.runtime,
+            runtime=runtime,
             quantize=args.quantize,
         )
         with open(tmp, "wb") as file:

@@ -49,9 +49,11 @@ def add_runtime(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runtime",
         choices=RUNTIMES,
-        default="keras",
-        help="what runs the model (default keras); litert: LiteRT on the CPU, float32, after "
-        "a one-off conversion (seconds), faster there for small and medium weights",
+        default="auto",
+        help="what runs the model (default auto: LiteRT where a conversion is cached on this "
+        "machine or pays for itself, else keras); keras: Keras (XLA where faster); xla: XLA; "
+        "litert: LiteRT on the CPU, float32, after a one-off conversion (seconds, then "
+        "cached), faster there for small and medium weights",
     )
 
 
@@ -64,7 +66,8 @@ def add_quantize(parser: argparse.ArgumentParser) -> None:
         "--quantize",
         choices=LITERT_QUANTIZATIONS,
         default="none",
-        help="with --runtime litert: dynamic-int8 runs int8 weights (faster on a CPU; refused "
+        help="with --runtime litert or auto: dynamic-int8 runs int8 weights in LiteRT (faster "
+        "on a CPU; refused "
         "where its output strays from float32's on a probe); default none",
     )
 

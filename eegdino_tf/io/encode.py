@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from eegdino_tf.config import SAMPLING_RATE, batch_count
-from eegdino_tf.errors import RecordingError
+from eegdino_tf.errors import ConfigError, RecordingError
 from eegdino_tf.io.sources import Recording, open_recording
 from eegdino_tf.io.windows import window_samples
 
@@ -55,7 +55,7 @@ def encode_recording(
     tokens: bool = False,
     pad_tail: bool = False,
     progress: bool = True,
-    runtime: str = "keras",
+    runtime: str = "auto",
     quantize: str = "none",
 ) -> dict[str, np.ndarray]:
     """Encode a whole recording, window by window, with an EEG-DINO encoder or classifier.
@@ -64,9 +64,11 @@ def encode_recording(
     :func:`eegdino_tf.load_classifier` (output ``[B, n_classes]``); it is fed raw microvolts
     ``[batch_size, C, window*200]``. ``source`` is anything
     :func:`~eegdino_tf.io.open_recording` takes (then ``channels`` and ``unit`` go to it) or an
-    opened :class:`~eegdino_tf.io.Recording`. ``runtime`` is ``predict``'s: ``"keras"``, or
-    ``"litert"`` (LiteRT on the CPU, float32; see :mod:`eegdino_tf.litert`), and so is
-    ``quantize`` (``"dynamic-int8"``: int8 weights in LiteRT).
+    opened :class:`~eegdino_tf.io.Recording`. ``runtime`` is ``predict``'s: ``"auto"`` (decided
+    once for the whole recording: :meth:`~eegdino_tf.runtime.EEGModel.choose_runtime`),
+    ``"keras"``, ``"xla"`` or ``"litert"`` (LiteRT on the CPU, float32; see
+    :mod:`eegdino_tf.litert`), and so is ``quantize`` (``"dynamic-int8"``: int8 weights in
+    LiteRT).
 
     Returns, for W windows: ``window_start_s`` ``[W]``, ``channels`` and ``source_channels``
     ``[C]``, ``sfreq`` (200.0), ``steps`` (what was done, one line each) and, for an encoder,
@@ -93,10 +95,19 @@ def encode_recording(
     _log.info("%s", steps[-1])
     parts: dict[str, list[np.ndarray]] = {}
 
-    # A model of the user's own takes Keras' predict, which has no runtime argument.
-    extra = {} if runtime == "keras" else {"runtime": runtime}
-    if quantize != "none":
-        extra["quantize"] = quantize
+    if hasattr(model, "choose_runtime"):
+        if runtime == "auto":  # decided once, for every window
+            samples = window_samples(window)
+            channels = len(recording.channels)
+            runtime = model.choose_runtime(channels, samples, len(starts), quantize)
+        extra = {"runtime": runtime, "quantize": quantize}
+    elif runtime in ("auto", "keras") and quantize == "none":
+        extra = {}  # a model of the user's own: Keras' predict, which has no runtime argument
+    else:
+        raise ConfigError(
+            f"runtime={runtime!r} and quantize={quantize!r} run eegdino_tf's own models; this "
+            f"{type(model).__name__} runs in Keras (runtime='auto' or 'keras')"
+        )
 
     def run(batch: list[np.ndarray]) -> None:
         out = model.predict(np.stack(batch), batch_size=batch_size, verbose=0, **extra)

@@ -114,15 +114,15 @@ def test_paired_ratios_take_the_median_of_each_rounds_ratio_and_name_the_fastest
 
 def test_peak_fractions_match_precision_and_predict_overhead_is_a_difference():
     rows = [
-        row("predict", "float32", 12.0),
+        row("predict-keras", "float32", 12.0),
         row("xla", "float32", 10.0),
         row("predict", "mixed_bfloat16", 9.0),
         row("graph", "mixed_bfloat16", 8.0),
         row("predict", "mixed_float16", 20.0),
         row("torch-bf16", "mixed_bfloat16", 4.0),
-        row("predict", "float32", 11.0, ISOLATED),
+        row("predict-keras", "float32", 11.0, ISOLATED),
         row("xla", "float32", 10.5, ISOLATED),
-        row("predict", "float32", 30.0, batch=32),  # no bare call at batch 32
+        row("predict-keras", "float32", 30.0, batch=32),  # no bare call at batch 32
     ]
     peaks = {name: None for name in peak.PEAKS}
     peaks.update(tf_float32=200.0, tf_xla_float32=250.0, tf_bfloat16=100.0, torch_bfloat16=500.0)
@@ -148,12 +148,17 @@ def test_peak_fractions_match_precision_and_predict_overhead_is_a_difference():
 
 def test_litert_predict_overhead_is_against_the_tflite_export():
     rows = [row("predict-litert", "float32", 7.0), row("tflite", "float32", 6.5),
-            row("predict", "float32", 12.0), row("xla", "float32", 10.0)]  # fmt: skip
+            row("predict", "float32", 7.5), row("predict-keras", "float32", 12.0),
+            row("xla", "float32", 10.0), row("predict-int8", "float32", 4.0)]  # fmt: skip
     overheads = compare.predict_overheads(rows, {"float32": "xla"})
     found = {o["runtime"]: o for o in overheads}
     assert found["predict-litert"]["bare_runtime"] == "tflite"
     assert found["predict-litert"]["overhead_ms"] == pytest.approx(0.5)
-    assert found["predict"]["overhead_ms"] == pytest.approx(2.0)
+    # The default predict of a float32 model runs its cached LiteRT conversion.
+    assert found["predict"]["bare_runtime"] == "tflite"
+    assert found["predict"]["overhead_ms"] == pytest.approx(1.0)
+    assert found["predict-keras"]["overhead_ms"] == pytest.approx(2.0)
+    assert "predict-int8" not in found  # no bare int8 row, and no own_ms in these rows
 
 
 def test_table_puts_each_isolated_row_after_its_round_robin_row():
@@ -231,7 +236,7 @@ def test_quick_run_writes_report_and_chart(tmp_path):
     """A tiny end-to-end run through the CLI: every requested runtime either has a row with
     positive numbers or a note saying why it was skipped."""
     out = tmp_path / "results"
-    runtimes = ["eager", "predict", "graph", "xla", "torch"]
+    runtimes = ["eager", "predict", "predict-keras", "graph", "xla", "torch"]
     result = subprocess.run(
         [sys.executable, "-m", "eegdino_tf", "bench", "--quick", "--depth", "1",
          "--batches", "1,2", "--runs", "2", "--precisions", "float32,mixed_bfloat16",
@@ -267,11 +272,22 @@ def test_quick_run_writes_report_and_chart(tmp_path):
         assert len(r["times_ms"]) == 2
         assert 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"]
         assert r["samples_per_s"] > 0 and r["gflop_per_s"] > 0 and r["fraction_of_peak"] > 0
-    overheads = report["predict_overhead_ms"]
-    assert {(o["precision"], o["batch"]) for o in overheads} == {
-        (p, b) for p in ("float32", "mixed_bfloat16") for b in (1, 2)
+    overheads = {
+        (o["runtime"], o["precision"], o["batch"]): o for o in report["predict_overhead_ms"]
     }
-    assert all(o["overhead_ms"] == o["predict_ms"] - o["bare_ms"] for o in overheads)
+    both = {(p, b) for p in ("float32", "mixed_bfloat16") for b in (1, 2)}
+    assert {(p, b) for runtime, p, b in overheads if runtime == "predict-keras"} == both
+    assert {(p, b) for runtime, p, b in overheads if runtime == "predict"} == both
+    for o in overheads.values():
+        assert o["bare_ms"] is None or o["overhead_ms"] == o["predict_ms"] - o["bare_ms"]
+    # The default predict of the float32 model ran its LiteRT conversion (no tflite row here
+    # to subtract: its own time is measured inside each call).
+    for batch in (1, 2):
+        default = overheads[("predict", "float32", batch)]
+        assert default["bare_runtime"] == "tflite" and default["own_ms"] > 0
+        assert overheads[("predict", "mixed_bfloat16", batch)]["bare_runtime"] == "graph" or (
+            overheads[("predict", "mixed_bfloat16", batch)]["bare_runtime"] == "xla"
+        )
     assert "predict's overhead" in result.stdout
     if any(r["runtime"] == "torch" for r in rows):
         ours = next(r for r in rows if (r["runtime"], r["precision"]) == ("xla", "float32"))
@@ -283,7 +299,7 @@ def test_quick_run_writes_report_and_chart(tmp_path):
     assert probe["runtime"] == "predict"
     assert 0 < probe["loaded_mb"] <= probe["peak_first_call_mb"]
     leaks = {leak["runtime"]: leak for leak in report["rss_check"]}
-    assert set(leaks) == {"predict", "graph", "xla"}
+    assert set(leaks) == {"predict", "predict-keras", "graph", "xla"}
     assert all(leak["calls"] == 3 and leak["rss_after_mb"] > 0 for leak in leaks.values())
 
 
