@@ -180,7 +180,9 @@ def test_the_command_exports_int8_at_the_headsets_rate(small, small_path, record
 
     data = out.read_bytes()
     int8_ops, ops = T.int8_op_counts(data)
-    assert int8_ops / ops > 0.9
+    # The temporal conv stack stays float (tracing.INT8_FLOAT_SCOPES: ~50 ops), as do the NaN
+    # policy's, the spectrum's SQUARE and the resampling's ROUND, with their (de)quantizes.
+    assert 0.85 < int8_ops / ops < 1
     low, high, scale, zero = T.int8_input_range(data)
     record = artifact.read_record(out)
     numbers = record["quantization"]["int8"]
