@@ -117,15 +117,15 @@ def litert_conversion(
         )
     check_quantize("litert", quantize)
     require("ai_edge_litert.interpreter", "export")
-    weights = weights_fingerprint(model)  # before converting: what is converted
     folder = litert_cache.cache_folder() if cache else None
     key = None if folder is None else litert_cache.cache_key(model, channels, samples, quantize)
     found = None if key is None else litert_cache.load(folder, key)
+    if found is None and not convert:
+        return None  # before the fingerprint, whose first call traces it (~0.3-0.8 s)
+    weights = weights_fingerprint(model)  # before converting: what is converted
     if found is not None:
         flatbuffer, measured = found
         function = LiteRTFunction(flatbuffer, weights, True, measured.get("probe_cosine"), threads)
-    elif not convert:
-        return None
     else:
         tracing.check_conversion_memory(model)
         spec = tracing.input_spec(model, None, channels, samples)
