@@ -505,10 +505,7 @@ def _int8_check(
     low, high, scale, zero = T.int8_input_range(flatbuffer)
     output = T.int8_output_quantization(flatbuffer)
     held = windows.held_out
-
-    def keras_outputs(part: Array) -> dict[str, Any]:
-        return T.named_outputs(model, part)
-
+    keras_outputs = functools.partial(T.named_outputs, model)
     clean, blink = (
         T.cosines(_in_batches(run, x, batch), _in_batches(keras_outputs, x, 8))
         for x in (held, C.with_blink(held, sfreq))
@@ -538,8 +535,8 @@ def _int8_check(
     if not np.min(cosines) >= MIN_INT8_COSINE:
         raise ExportError(
             f"int8 check failed: cosine to float32 Keras {np.min(cosines):.4f} < "
-            f"{MIN_INT8_COSINE} on "
-            f"held-out window {worst} (input clips outside [{low:.1f}, {high:.1f}] uV); "
+            f"{MIN_INT8_COSINE} on held-out window {worst} (input clips outside "
+            f"[{low:.1f}, {high:.1f}] uV); "
             "nothing was written: calibrate on recordings like the ones the file will see"
         )
     return check

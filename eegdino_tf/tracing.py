@@ -200,7 +200,7 @@ def tflite_flatbuffer(
     """``model`` converted to a TFLite flatbuffer of builtin ops only, for inputs of ``spec``
     (its batch may be None: any batch), without the NaN/Inf input check; ``quantize`` is
     ``"none"``, ``"float16"``, ``"dynamic-int8"`` (weights) or ``"int8"`` (full-integer: int8
-    weights and activations calibrated on ``calibration`` ``[N, C, T]``, :data:`spec`'s C and T;
+    weights and activations calibrated on ``calibration`` ``[N, C, T]``, ``spec``'s C and T;
     :data:`INT8_FLOAT_SCOPES` and the NaN policy's ops stay float; ``int8_io``: int8 input and
     output tensors, and no NaN policy, since int8 cannot hold NaN)."""
     import tensorflow as tf
@@ -240,11 +240,6 @@ def _full_int8(converter: Any, spec: tf.TensorSpec, calibration: Any, int8_io: b
 
     windows = np.asarray(calibration, np.float32)
     batch = spec.shape[0] or 1
-    if windows.ndim != 3 or list(windows.shape[1:]) != spec.shape.as_list()[1:]:
-        raise ExportError(
-            f"calibration windows have shape {windows.shape}; expected [N, "
-            f"{', '.join(map(str, spec.shape.as_list()[1:]))}]"
-        )
 
     def representative() -> Iterator[list[np.ndarray]]:
         for x in windows:
@@ -261,12 +256,9 @@ def _full_int8(converter: Any, spec: tf.TensorSpec, calibration: Any, int8_io: b
             converter=converter, debug_dataset=representative
         )
         calibrated = Interpreter(model_content=debugger.calibrated_model)
-    names = [t["name"] for t in calibrated.get_tensor_details()]
-    keep = [name for name in names if _kept_float(name)]
-    if not int8_io:  # the NaN policy's add writes the outputs
-        keep += [t["name"] for t in calibrated.get_output_details()]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*tf.lite.Interpreter is deprecated", UserWarning)
+        keep = [t["name"] for t in calibrated.get_tensor_details() if _kept_float(t["name"])]
+        if not int8_io:  # the NaN policy's add writes the outputs
+            keep += [t["name"] for t in calibrated.get_output_details()]
         debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep)
         flatbuffer = debugger.get_nondebug_quantized_model()
     if int8_io:
