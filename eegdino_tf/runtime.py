@@ -121,8 +121,11 @@ class EEGModel(keras.Model):
             chosen = self.__dict__.get("_jit_chosen", False)
             jit = self.jit_compile if chosen else default_jit_compile(self.precision)
             jit = True if runtime == "xla" else jit
-            compiled, pad = self.inference_function(jit), jit  # XLA: a program per batch size
-            calls = parallel_calls()
+            if not jit and self.precision == "mixed_bfloat16":
+                compiled = self.frozen_function(channels, samples)
+            else:
+                compiled = self.inference_function(jit)
+            pad, calls = jit, parallel_calls()  # XLA: a program per batch size, so padded
 
             def function(batch: np.ndarray) -> np.ndarray:
                 return run_in_parts(compiled, batch, calls, equal=jit)
@@ -299,6 +302,30 @@ class EEGModel(keras.Model):
 
             cache[jit_compile] = tf.function(infer, jit_compile=jit_compile, reduce_retracing=True)
         return cache[jit_compile]
+
+    def frozen_function(self, channels: int, samples: int) -> Any:
+        """:meth:`inference_function` without XLA, for ``[any, channels, samples]``, with the
+        weights folded into constants: what :meth:`predict` runs for ``mixed_bfloat16`` on
+        the graph path (CPUs with native bfloat16). oneDNN keeps its reordered bfloat16
+        weights only for constants; with variables it reorders them on every call
+        (docs/performance.md). The same graph and arithmetic as the variables' (oneDNN's
+        bfloat16 kernels round differently per batch size either way: small, 4 vs 2
+        examples, up to 0.06 apart, NRMSE to float32 6.3e-3 in both). Made again when the
+        weights change, however they changed: every call compares their
+        :func:`~eegdino_tf.litert.weights_fingerprint` with the one it was made from. Holds
+        a copy of the weights while it lives."""
+        from eegdino_tf.tracing import frozen
+
+        weights = weights_fingerprint(self)
+        with self.__dict__.setdefault("_frozen_lock", threading.Lock()):
+            made = self.__dict__.setdefault("_frozen_functions", {})
+            for key in [k for k, (held, _) in made.items() if not np.array_equal(held, weights)]:
+                del made[key]  # stale: freed before freezing again
+            if (channels, samples) not in made:
+                spec = tf.TensorSpec([None, channels, samples], tf.float32, name="eeg")
+                concrete = self.inference_function(False).get_concrete_function(spec)
+                made[(channels, samples)] = (weights, frozen(concrete, spec))
+            return made[(channels, samples)][1]
 
 
 #: ``runtime="auto"`` converts for LiteRT (without a conversion at hand) when one call holds

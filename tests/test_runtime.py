@@ -336,3 +336,30 @@ def test_a_tf_data_window_whose_attention_cannot_fit_is_refused_in_keras_fit_and
 def test_physical_memory_is_this_machines():
     memory = eegdino_tf.hardware.physical_memory()
     assert memory is None or 2**28 <= memory <= 2**50
+
+
+def test_bfloat16_graph_predict_runs_frozen_weights_and_follows_their_changes():
+    """mixed_bfloat16 without XLA (native-bfloat16 CPUs) runs the weights as constants, made
+    again when they change; its error to float32 stays within the bfloat16 bound."""
+    from tests.helpers import fixture_path
+
+    path = fixture_path("small_encoder.safetensors")
+    model = eegdino_tf.load_encoder(path, precision="mixed_bfloat16")
+    model.compile(jit_compile=False)  # the graph path on any CPU
+    reference = eegdino_tf.load_encoder(path)
+    x = eeg(3, 4, 400)
+    tokens = model.predict(x, verbose=0)
+    (made,) = model.__dict__["_frozen_functions"].values()
+    assert nrmse(tokens, reference.predict(x, verbose=0, runtime="keras")) <= 1e-2
+    np.testing.assert_array_equal(model.predict(x, verbose=0), tokens)  # the same, kept
+    assert model.__dict__["_frozen_functions"][(4, 400)] is made
+
+    for mine, theirs in zip(model.weights, reference.weights, strict=True):
+        if mine.path.endswith("kernel") and len(mine.shape) == 2:
+            mine.assign(mine * 1.25)
+            theirs.assign(theirs * 1.25)
+            break
+    changed = model.predict(x, verbose=0)
+    assert model.__dict__["_frozen_functions"][(4, 400)] is not made
+    expected = reference.predict(x, verbose=0, runtime="keras")
+    assert nrmse(changed, expected) <= 1e-2 < nrmse(tokens, expected)
