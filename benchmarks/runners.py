@@ -253,7 +253,7 @@ class SizeModels:
         name = f"{self.size}_b{batch}.tflite" if fmt == "tflite" else f"{self.size}.onnx"
         if (self.workdir / name).exists():
             return self.workdir / name
-        self._get((fmt, "any batch"), self._export_fits)
+        self._get((fmt, "any batch"), lambda: self._export_fits(fmt))
         s = self.settings
         options = {"channels": s.channels, "samples": s.samples}
         if fmt == "tflite":
@@ -269,12 +269,17 @@ class SizeModels:
 
         return self._get((fmt, name), make)
 
-    def _export_fits(self) -> None:
-        """Raise :class:`Unavailable` when an export would likely pass the memory cap."""
-        from eegdino_tf.tracing import CONVERSION_BYTES_PER_WEIGHT_BYTE
+    def _export_fits(self, fmt: str) -> None:
+        """Raise :class:`Unavailable` when an export to ``fmt`` would likely pass the memory
+        cap."""
+        from eegdino_tf import tracing
 
         weights = 4 * self.keras("float32").count_params()
-        need = CONVERSION_BYTES_PER_WEIGHT_BYTE * weights / 2**20
+        per_byte = {
+            "tflite": tracing.CONVERSION_BYTES_PER_WEIGHT_BYTE,
+            "onnx": tracing.ONNX_CONVERSION_BYTES_PER_WEIGHT_BYTE,
+        }[fmt]
+        need = per_byte * weights / 2**20
         if self.memory_cap_mb and need > self.memory_cap_mb:
             raise Unavailable(
                 f"exporting {weights / 2**20:.0f} MiB of weights needs about {need / 1024:.0f} GiB,"

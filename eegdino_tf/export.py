@@ -264,9 +264,7 @@ def export_saved_model(
     samples = spec.shape[-1]
     path = output_dir / str(version)
     with _removed_if_left_empty(output_dir), atomic_output(path, force=force) as tmp:
-        module = tf.Module()
-        # Track the tf.Variables under the Keras ones: TF Serving's loader finds only those.
-        module.weights = [getattr(v, "value", v) for v in model.variables]
+        module = T.variables_module(model)  # TF Serving's loader finds only tf.Variables
         serve = T.trace(model, spec, form=T.GRAPH_FORMS["saved-model"], extended=True)
         signatures = {"serving_default": serve, **_narrow_signatures(serve, spec)}
         tf.saved_model.save(module, str(tmp), signatures=signatures)

@@ -36,11 +36,13 @@ GRAPH_FORMS = {
 #: NumPy too. Either way non-finite input never gives finite output.
 #: The one place this is decided: exporters and the CLI's loading follow it.
 KEEPS_FINITE_CHECK = {"saved-model": True, "tflite": False, "onnx": False}
-#: Peak memory of a TFLite or ONNX conversion per byte of float32 weights, roughly (the
-#: converters hold several copies; measured peak RSS over the RSS before: LiteRT small 43x,
-#: medium 41x; medium's ONNX export, 132 MB of weights, peaked at 6.5 GB; large's TFLite and
-#: ONNX exports passed 13 GB).
-CONVERSION_BYTES_PER_WEIGHT_BYTE = 45
+#: Peak memory of :func:`tflite_flatbuffer` per byte of float32 weights, roughly: peak RSS over
+#: the RSS with the model built, measured small 17x (a fixed ~160 MB plus 7.6x), medium 8.9x,
+#: large 7.0x (5.4 GB); converting a frozen graph took 46x, 42x and more than 13 GB. Not the
+#: ONNX export: tf2onnx converts a frozen graph (medium peaked at 6.5 GB, about 50x).
+CONVERSION_BYTES_PER_WEIGHT_BYTE = 10
+#: The same for the ONNX export (tf2onnx converts a frozen graph: medium peaked at 6.5 GB).
+ONNX_CONVERSION_BYTES_PER_WEIGHT_BYTE = 50
 #: The name prefix of :func:`non_finite_to_nan`'s ops.
 NAN_POISON = "nan_poison"
 #: The ops a full-integer int8 graph keeps float: the patch embedding's temporal convolution
@@ -190,6 +192,16 @@ def _finite_check_off(config: Any) -> Any:
     return config
 
 
+def variables_module(model: keras.Model) -> tf.Module:
+    """A ``tf.Module`` tracking the ``tf.Variable`` under each of ``model``'s Keras variables,
+    so that a SavedModel of a function over ``model`` holds its weights (as variables)."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.weights = [getattr(v, "value", v) for v in model.variables]
+    return module
+
+
 def tflite_flatbuffer(
     model: keras.Model,
     spec: tf.TensorSpec,
@@ -203,28 +215,28 @@ def tflite_flatbuffer(
     weights and activations calibrated on ``calibration`` ``[N, C, T]``, ``spec``'s C and T;
     :data:`INT8_FLOAT_SCOPES` and the NaN policy's ops stay float; ``int8_io``: int8 input and
     output tensors, and no NaN policy, since int8 cannot hold NaN)."""
+    import tempfile
+
     import tensorflow as tf
 
-    traced = trace(
-        for_format(model, "tflite"),
-        spec,
-        form=GRAPH_FORMS["tflite"],
-        non_finite_out=not int8_io,
-    )
-    graph = frozen(traced, spec)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [graph.get_concrete_function()], tf.Module()
-    )
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantize != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    with converter_errors("TFLite"):
-        if quantize == "int8":
-            flatbuffer = _full_int8(converter, spec, calibration, int8_io)
-        else:
-            flatbuffer = converter.convert()
+    model = for_format(model, "tflite")
+    traced = trace(model, spec, form=GRAPH_FORMS["tflite"], non_finite_out=not int8_io)
+    # The converter reads the weights from a SavedModel's variables and freezes them itself:
+    # a graph frozen here would hold them as constants, copied some 40 times on the way.
+    with tempfile.TemporaryDirectory(prefix="eegdino-tflite-") as folder:
+        tf.saved_model.save(variables_module(model), folder, signatures=traced)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        hardware.release_freed_memory()  # the copy it loaded to read the signature
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        with converter_errors("TFLite"):
+            if quantize == "int8":
+                flatbuffer = _full_int8(converter, spec, calibration, int8_io)
+            else:
+                flatbuffer = converter.convert()
     check_builtin_ops(flatbuffer)
     return flatbuffer
 

@@ -108,9 +108,11 @@ def test_litert_conversion_too_big_for_memory_is_refused_before_converting(monke
 
     monkeypatch.setenv("EEGDINO_TF_CACHE", "off")  # a conversion found on disk needs no memory
     model = eegdino_tf.load_encoder(fixture_path("tiny_encoder.safetensors"), **OVERRIDES["tiny"])
-    monkeypatch.setattr(hardware, "physical_memory", lambda: 8 * 2**20)  # attention fits
-    with pytest.raises(ConfigError, match=r"takes about .* GiB \(45x its float32 weights\)"):
-        model.predict(load_io("tiny")["raw_uv"], verbose=0, runtime="litert")
+    factor = tracing.CONVERSION_BYTES_PER_WEIGHT_BYTE
+    need = factor * 4 * model.count_params()
+    monkeypatch.setattr(hardware, "physical_memory", lambda: need - 1)  # one example fits
+    with pytest.raises(ConfigError, match=rf"takes about .* GiB \({factor}x its float32 weights\)"):
+        model.predict(load_io("tiny")["raw_uv"][:1], verbose=0, runtime="litert")
     assert not model.__dict__.get("_litert_functions")
 
 
