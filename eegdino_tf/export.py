@@ -443,10 +443,14 @@ def export_tflite(
         raise ExportError(f"quantize={quantize!r} is refused: {REFUSED_QUANTIZATIONS[quantize]}")
     if quantize not in QUANTIZATIONS:
         raise ExportError(f"unknown quantization {quantize!r}; choose one of {QUANTIZATIONS}")
-    if (quantize == "int8") != (calibration is not None) or (int8_io and quantize != "int8"):
+    if quantize == "int8" and calibration is None:
         raise ExportError(
-            "quantize='int8' needs calibration= (recordings or windows), and calibration= and "
-            f"int8_io= apply to quantize='int8' only; got quantize={quantize!r}"
+            "quantize='int8' needs calibration: a glob pattern or a manifest of recordings, or "
+            "windows [N, C, T]"
+        )
+    if quantize != "int8" and (calibration is not None or int8_io):
+        raise ExportError(
+            f"calibration and int8_io apply to quantize='int8' only, not quantize={quantize!r}"
         )
     if batch < 1:
         raise ExportError(f"batch must be >= 1, got {batch}")

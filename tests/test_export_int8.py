@@ -148,10 +148,10 @@ def eeg_like_windows(count: int, channels: int, samples: int, sfreq: float = 200
 
 def test_int8_needs_calibration_and_one_shape(encoder, tmp_path):
     out = tmp_path / "m.tflite"
-    with pytest.raises(ExportError, match="needs calibration="):
+    with pytest.raises(ExportError, match="quantize='int8' needs calibration: a glob"):
         export_tflite(encoder, out, channels=4, window=4, quantize="int8")
     windows = eeg_like_windows(10, 4, 800)
-    with pytest.raises(ExportError, match="int8_io= apply to quantize='int8' only"):
+    with pytest.raises(ExportError, match="apply to quantize='int8' only, not quantize='none'"):
         export_tflite(encoder, out, channels=4, window=4, calibration=windows)
     with pytest.raises(ExportError, match="any_shape=True cannot be int8"):
         export_tflite(encoder, out, any_shape=True, quantize="int8", calibration=windows)
