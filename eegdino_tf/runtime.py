@@ -121,7 +121,7 @@ class EEGModel(keras.Model):
             chosen = self.__dict__.get("_jit_chosen", False)
             jit = self.jit_compile if chosen else default_jit_compile(self.precision)
             jit = True if runtime == "xla" else jit
-            if not jit and self.precision == "mixed_bfloat16":
+            if not jit and self.precision == "mixed_bfloat16" and frozen_fits(self):
                 compiled = self.frozen_function(channels, samples)
             else:
                 compiled = self.inference_function(jit)
@@ -306,15 +306,17 @@ class EEGModel(keras.Model):
     def frozen_function(self, channels: int, samples: int) -> Any:
         """:meth:`inference_function` without XLA, for ``[any, channels, samples]``, with the
         weights folded into constants: what :meth:`predict` runs for ``mixed_bfloat16`` on
-        the graph path (CPUs with native bfloat16). oneDNN keeps its reordered bfloat16
-        weights only for constants; with variables it reorders them on every call
-        (docs/performance.md). The same graph and arithmetic as the variables' (oneDNN's
-        bfloat16 kernels round differently per batch size either way: small, 4 vs 2
-        examples, up to 0.06 apart, NRMSE to float32 6.3e-3 in both). Made again when the
-        weights change, however they changed: every call compares their
+        the graph path (CPUs with native bfloat16) where memory allows (:func:`frozen_fits`).
+        oneDNN keeps its reordered bfloat16 weights only for constants; with variables it
+        reorders them on every call (docs/performance.md). The same graph and arithmetic as
+        the variables' (oneDNN's bfloat16 kernels round differently per batch size either
+        way: small, 4 vs 2 examples, up to 0.06 apart, NRMSE to float32 6.3e-3 in both).
+        Made again when the weights change, however they changed: every call compares their
         :func:`~eegdino_tf.litert.weights_fingerprint` with the one it was made from. Holds
-        a copy of the weights while it lives."""
-        from eegdino_tf.tracing import frozen
+        about :data:`FROZEN_BYTES_PER_WEIGHT_BYTE` times the float32 weights while it lives."""
+        from tensorflow.python.framework.convert_to_constants import (
+            convert_variables_to_constants_v2,
+        )
 
         weights = weights_fingerprint(self)
         with self.__dict__.setdefault("_frozen_lock", threading.Lock()):
@@ -324,8 +326,26 @@ class EEGModel(keras.Model):
             if (channels, samples) not in made:
                 spec = tf.TensorSpec([None, channels, samples], tf.float32, name="eeg")
                 concrete = self.inference_function(False).get_concrete_function(spec)
-                made[(channels, samples)] = (weights, frozen(concrete, spec))
+                constants = convert_variables_to_constants_v2(concrete)
+                hardware.release_freed_memory()  # the freeze's copies, back to the system
+                made[(channels, samples)] = (weights, lambda x: constants(x)[0])
             return made[(channels, samples)][1]
+
+
+#: Memory a :meth:`~EEGModel.frozen_function` holds per byte of float32 weights, roughly: the
+#: frozen graph, the one grappler optimized from it (the bfloat16 constants folded) and
+#: oneDNN's reordered weights (measured RSS over the model's after a call: small 12.1x, medium
+#: 7.8x; the freeze itself peaks at 10.3x for medium).
+FROZEN_BYTES_PER_WEIGHT_BYTE = 12
+
+
+def frozen_fits(model: Any) -> bool:
+    """Whether ``model``'s :meth:`~EEGModel.frozen_function` takes at most a quarter of this
+    machine's memory (24 GB: medium's 1.5 GB does, large's 9 GB does not; that falls back to
+    the variables' graph)."""
+    need = FROZEN_BYTES_PER_WEIGHT_BYTE * 4 * model.count_params()
+    memory = hardware.physical_memory()
+    return memory is None or need <= memory / 4
 
 
 #: ``runtime="auto"`` converts for LiteRT (without a conversion at hand) when one call holds

@@ -221,6 +221,11 @@ def test_the_command_exports_int8_at_the_headsets_rate(small, small_path, record
     assert info["quantization"]["self_check"]["held_out_cosine_min"] == numbers["cosine_min"]
     assert info["nan_policy"].startswith("nan:")
     assert (info["sfreq"], info["channels"]) == (256.0, MUSE)
+    assert main(["info", str(out)]) == 0
+    assert (
+        f"int8:        {int8_ops}/{ops} ops ({int8_ops / ops:.1%}), float32 io, input clips "
+        f"outside [{low:.1f}, {high:.1f}] uV; held-out cosine min {numbers['cosine_min']:.4f}"
+    ) in capsys.readouterr().out
 
 
 def test_int8_io_and_the_stream_encoder(small, recordings, tmp_path):

@@ -363,3 +363,24 @@ def test_bfloat16_graph_predict_runs_frozen_weights_and_follows_their_changes():
     assert model.__dict__["_frozen_functions"][(4, 400)] is not made
     expected = reference.predict(x, verbose=0, runtime="keras")
     assert nrmse(changed, expected) <= 1e-2 < nrmse(tokens, expected)
+
+
+def test_bfloat16_graph_predict_keeps_the_variables_where_a_frozen_copy_would_not_fit(
+    monkeypatch,
+):
+    from eegdino_tf import runtime
+
+    model = eegdino_tf.build_encoder(
+        eegdino_tf.get_config("small", depth=1), precision="mixed_bfloat16"
+    )
+    model.compile(jit_compile=False)
+    need = runtime.FROZEN_BYTES_PER_WEIGHT_BYTE * 4 * model.count_params()
+    x = eeg(2, 2, 400)
+    monkeypatch.setattr(runtime.hardware, "physical_memory", lambda: 4 * need - 1)
+    kept = model.predict(x, verbose=0)
+    assert not model.__dict__.get("_frozen_functions")
+    monkeypatch.setattr(runtime.hardware, "physical_memory", lambda: 4 * need)
+    frozen = model.predict(x, verbose=0)
+    assert model.__dict__["_frozen_functions"]
+    expected = model.inference_function(False)(x).numpy()
+    assert nrmse(kept, expected) <= 1e-2 and nrmse(frozen, expected) <= 1e-2

@@ -66,6 +66,13 @@ def show_export(args: argparse.Namespace) -> int:
         print(f"signature:   {name} -> {', '.join(outputs)}")
     print(f"weights:     {record['weights_file']} (SHA-256 {record['weights_sha256']})")
     print(f"quantized:   {record['quantization']['mode']} (self-check: {check})")
+    if int8 := record["quantization"].get("int8"):
+        low, high = int8["input_range_uv"]
+        print(
+            f"int8:        {int8['int8_ops']}/{int8['ops']} ops ({int8['int8_share']:.1%}), "
+            f"{int8['io']} io, input clips outside [{low:.1f}, {high:.1f}] uV; held-out cosine "
+            f"min {int8['cosine_min']:.4f}, with a blink {int8['artifact_cosine_min']:.4f}"
+        )
     print(f"NaN input:   {record['nan_policy']}")
     return 0
 
