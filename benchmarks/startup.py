@@ -11,9 +11,10 @@ cached LiteRT conversion can match) and times its first ``predict`` call on a se
 - ``litert, cold cache``: ``runtime="litert"`` with an empty cache (it converts);
 - ``auto, warm cache``: the default with the conversion cached (it loads it and runs LiteRT).
 
-The kinds take turns within each run, so the host's drift hits them alike; the report gives
-the median of each over the runs and the ratios the targets name (auto cold over keras:
-at most 1.1x). Results: a table on stdout and ``startup.json``.
+The kinds take turns within each run, the first rotating from run to run, so the host's
+drift and the order hit them alike; the report gives the median of each over the runs and
+the ratios the targets name (auto cold over keras: at most 1.1x). Results: a table on stdout
+and ``startup.json``.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def run(sizes: list[str], runs: int, batch: int, threads: int, folder: Path) -> 
             warm = folder / f"warm-{size}"
             if turn == 0:  # the warm cache gets its conversion once, untimed
                 run_in_child(first_call, weights, "litert", str(warm), batch, threads)
-            for name, runtime, state in KINDS:
+            turn_order = KINDS[turn % len(KINDS) :] + KINDS[: turn % len(KINDS)]
+            for name, runtime, state in turn_order:
                 cache = str(warm if state == "warm" else Path(tempfile.mkdtemp(dir=cold)))
                 got = run_in_child(first_call, weights, runtime, cache, batch, threads)
                 times[name].append(got["first_call_s"])
