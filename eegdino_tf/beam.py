@@ -237,11 +237,11 @@ class EEGDinoModelHandler(ModelHandler[np.ndarray, dict[str, np.ndarray], Any]):
         with (self.load_context or contextlib.nullcontext)():
             with local_file(self.weights) as path:
                 model = loader(path, **self.options)
-            if self.input_shape is not None and self.runtime in ("auto", "litert"):
-                if self.runtime == "litert" or self.quantize != "none":
-                    model.litert_function(*self.input_shape, self.quantize)
-                else:  # loads a cached conversion now, if this machine has one
-                    model.choose_runtime(*self.input_shape)
+            if self.input_shape is not None and self.runtime == "litert":
+                model.litert_function(*self.input_shape, self.quantize)
+            elif self.input_shape is not None and self.runtime == "auto":
+                # Loads a cached conversion now, if this machine has one (int8: converts).
+                model.choose_runtime(*self.input_shape, quantize=self.quantize)
         with _loads_lock:  # counted at the next batch: Beam metrics need a bundle
             _unreported_loads += 1
         return model

@@ -547,11 +547,12 @@ def _int8_check(
 def _in_batches(run: Callable[[Array], Any], x: Array, batch: int) -> dict[str, Array]:
     """``run`` over ``x`` ``[N, ...]`` ``batch`` examples at a time (the last part padded with
     copies of its last example), outputs concatenated and cut to ``N``."""
+    from eegdino_tf.runtime import padded
+
     parts: dict[str, list[Array]] = {}
     for start in range(0, len(x), batch):
         part = x[start : start + batch]
-        padded = np.concatenate([part, np.repeat(part[-1:], batch - len(part), axis=0)])
-        for name, value in run(padded).items():
+        for name, value in run(padded(part, batch)).items():
             parts.setdefault(name, []).append(np.asarray(value)[: len(part)])
     return {name: np.concatenate(values) for name, values in parts.items()}
 

@@ -21,7 +21,7 @@ from eegdino_tf.errors import ExportError, InputError
 from eegdino_tf.export import MIN_INT8_COSINE, export_tflite
 from eegdino_tf.io import encode_recording, open_recording
 from eegdino_tf.stream import StreamEncoder, TFLiteEncoder
-from tests.helpers import fixture_path
+from tests.helpers import fixture_path, global_cosines
 from tests.helpers.recordings import eeg_like, write_edf
 
 MUSE = ["TP9", "AF7", "AF8", "TP10"]
@@ -46,11 +46,6 @@ def recordings(tmp_path_factory):
     for i in range(2):
         write_edf(folder / f"other_{i}.bdf", eeg_like(4, 40 * 250, 250), MUSE, 250)
     return folder
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return np.sum(a * b, -1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +200,7 @@ def test_the_command_exports_int8_at_the_headsets_rate(small, small_path, record
     got = np.concatenate([signature(eeg=eeg[i : i + 2])["tokens"] for i in range(0, len(eeg), 2)])
     at_200 = resample_poly(eeg.astype(np.float64), 25, 32, axis=-1).astype(np.float32)
     keras = small.predict(at_200, verbose=0)
-    assert cosines(got[:, 0], keras[:, 0]).min() >= MIN_INT8_COSINE
+    assert global_cosines(got, keras).min() >= MIN_INT8_COSINE
 
     bad = eeg[:2].copy()
     bad[1, 2, 100] = np.nan
@@ -264,7 +259,7 @@ def test_int8_io_and_the_stream_encoder(small, recordings, tmp_path):
     offline = encode_recording(small, recording, window=4, stride=2, progress=False)
     got = np.stack([item.global_token for item in items])
     assert got.shape == offline["global_token"].shape
-    assert cosines(got, offline["global_token"]).min() >= MIN_INT8_COSINE
+    assert global_cosines(got, offline["global_token"]).min() >= MIN_INT8_COSINE
     with pytest.raises(InputError, match="int8 input cannot hold them"):
         TFLiteEncoder(out).predict(np.full((1, 4, 800), np.nan, np.float32))
 

@@ -14,7 +14,7 @@ import eegdino_tf
 from eegdino_tf import litert, tracing
 from eegdino_tf.errors import ConfigError, InputError
 from eegdino_tf.export import MIN_INT8_COSINE as EXPORT_MIN_INT8_COSINE
-from tests.helpers import OVERRIDES, fixture_path, load_io, nrmse
+from tests.helpers import OVERRIDES, fixture_path, global_cosines, load_io, nrmse
 
 TOLERANCE = 2e-6
 
@@ -196,14 +196,6 @@ def test_the_weights_fingerprint_sees_a_change_of_one_value_and_a_transpose():
     assert np.array_equal(weights_fingerprint(model), first)
 
 
-def global_cosines(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """Per-example cosine similarity of the global tokens (rows of logits)."""
-    a, b = (
-        np.asarray(v, np.float64).reshape(len(v), -1, v.shape[-1])[:, 0] for v in (got, expected)
-    )
-    return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-
-
 @pytest.mark.parametrize("kind", ["encoder", "classifier"])
 def test_int8_litert_predict_keeps_the_export_bounds_at_any_batch(kind):
     io = load_io("tiny")
@@ -268,7 +260,7 @@ def test_encode_and_encode_corpus_pass_quantize_through(tmp_path, capsys):
         assert cli.main([*argv, *flags]) == 0
         outputs[quantize] = np.load(out)["global_token"]
     assert outputs["none"].shape == outputs["dynamic-int8"].shape == (2, 64)
-    cosines = global_cosines(outputs["dynamic-int8"][:, None], outputs["none"][:, None])
+    cosines = global_cosines(outputs["dynamic-int8"], outputs["none"])
     assert cosines.min() >= litert.MIN_INT8_COSINE and nrmse(*outputs.values()) > 1e-4
     capsys.readouterr()
     keras = ["--runtime", "keras", "--quantize", "dynamic-int8"]

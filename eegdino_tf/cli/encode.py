@@ -48,17 +48,16 @@ def run(args: argparse.Namespace) -> int:
 
     # The recording is opened and its windows checked before the model loads (seconds).
     recording = open_recording(args.input, channels=args.channels, unit=args.unit)
-    recording.window_starts(args.window, args.stride, args.pad_tail)
+    starts = recording.window_starts(args.window, args.stride, args.pad_tail)
+    shape = (len(recording.channels), window_samples(args.window))
     with atomic_output(args.output, force=args.force) as tmp:
         model = load_model(args)
-        runtime, samples = args.runtime, window_samples(args.window)
+        runtime = args.runtime
         with stderr_set_aside():  # convert first, the converter's C++ log lines set aside
-            if runtime == "auto":
-                windows = len(recording.window_starts(args.window, args.stride, args.pad_tail))
-                channels = len(recording.channels)
-                runtime = model.choose_runtime(channels, samples, windows, args.quantize)
-            if runtime == "litert":
-                model.litert_function(len(recording.channels), samples, args.quantize)
+            if runtime == "auto":  # converts (or loads) now when it picks LiteRT
+                runtime = model.choose_runtime(*shape, len(starts), args.quantize)
+            elif runtime == "litert":
+                model.litert_function(*shape, args.quantize)
         result = encode_recording(
             model,
             recording,

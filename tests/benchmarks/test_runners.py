@@ -11,6 +11,7 @@ from benchmarks.settings import Settings, Unavailable
 from benchmarks.timing import _own_ms
 from benchmarks.workload import eeg_input
 from eegdino_tf.runtime import parallel_calls
+from tests.helpers import global_cosines
 
 
 def test_timed_predict_and_the_bare_calls_match_the_model(tmp_path):
@@ -70,9 +71,7 @@ def test_the_default_predict_and_int8_rows_run_litert_with_the_conversion_made_f
         np.testing.assert_allclose(tokens, expected, rtol=0, atol=1e-5)
     else:
         assert (run.runtime, run.quantize) == ("litert", "dynamic-int8")
-        cosine = np.sum(tokens[:, 0] * expected[:, 0], -1) / (
-            np.linalg.norm(tokens[:, 0], axis=-1) * np.linalg.norm(expected[:, 0], axis=-1)
-        )
+        cosine = global_cosines(tokens, expected)
         assert cosine.min() >= 0.99 and not np.allclose(tokens, expected, atol=1e-5)
     assert 0 < run.own_ms[0] < 1e3
     # A model of another precision: the default predict runs Keras.

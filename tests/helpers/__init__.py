@@ -1,4 +1,4 @@
-"""Shared test helpers: fixture locations and the error metric.
+"""Shared test helpers: fixture locations and the error metrics.
 
 Test files import from here (``from tests.helpers import TINY, nrmse``), never from each other."""
 
@@ -28,6 +28,16 @@ def nrmse(actual, expected) -> float:
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     return float(np.sqrt(np.mean((actual - expected) ** 2) / np.mean(expected**2)))
+
+
+def global_cosines(got, expected) -> np.ndarray:
+    """Per-example cosine similarity ``[N]`` of the global tokens (``tokens[:, 0]`` of
+    ``[N, T, D]``; rows of ``[N, D]`` global tokens or logits)."""
+    a, b = (
+        np.asarray(v, np.float64).reshape(len(v), -1, np.shape(v)[-1])[:, 0]
+        for v in (got, expected)
+    )
+    return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def fixture_path(name: str) -> Path:
