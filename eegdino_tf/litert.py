@@ -9,8 +9,9 @@ that ``eegdino-tf export tflite`` writes, but for any batch size (on 2 cores: ~9
 ~35 s for medium), and kept: in the model, and on disk for every later process of this machine
 (:mod:`eegdino_tf.litert_cache`, keyed by the weights' content). The conversion holds the
 weights of that moment, so every call first compares the model's weights with them
-(:func:`weights_fingerprint`: one pass over the weights, ~2-4 ms for small on 2 cores) and
-converts again (or finds that conversion on disk) when they differ, however they were changed.
+(:func:`weights_fingerprint`: 1-3 ms for small while their buffers stay where they were, one
+pass over them when they moved) and converts again (or finds that conversion on disk) when
+they differ, however they were changed.
 An int8 conversion is refused when it moves the output away from float32 Keras on a probe
 (:data:`MIN_INT8_COSINE`), measured once per conversion and kept with it. Needs ai-edge-litert
 (the ``export`` extra).
@@ -158,21 +159,66 @@ def _probe_cosine(function: LiteRTFunction, model: Any, channels: int, samples: 
 
 def weights_fingerprint(model: Any) -> np.ndarray:
     """The sum of the bits (int32, wrapping) of every row (last axis) of every weight of
-    ``model``, in order: ``[rows]`` int32, from one cached ``tf.function`` over the variables.
+    ``model``, in order: ``[rows]`` int32.
 
     A change of any value changes its row's sum, and so does moving rows or whole weights
     around (a transposed kernel too, unless symmetric); only values swapped within one row
-    keep it. One pass over the weights: for small (4.4 M weights, 14,784 rows) 2-4 ms on 2
-    cores, against 70 ms for one example through LiteRT.
+    keep it. Computed in one pass over the weights (small: 4.4 M weights, 14,784 rows, 2-4 ms
+    on 2 cores, plus the interpreter's weights pushed out of the cache) only when they may
+    have changed: :class:`WeightsWatch` tells that in ~1 ms from where their buffers lie.
     """
-    function = model.__dict__.get("_weights_fingerprint")
-    if function is None:
+    watch = model.__dict__.get("_weights_watch")
+    if watch is None:
+        watch = model.__dict__["_weights_watch"] = WeightsWatch(model)
+    return watch.fingerprint()
+
+
+class WeightsWatch:
+    """:func:`weights_fingerprint` of one model, computed again only when a weight's buffer
+    moved.
+
+    It holds the tensors its fingerprint was computed from: reads of the variables, which
+    share their buffers. TensorFlow keeps a read immutable (a variable's tensor is copied
+    before a write while anything else holds it: ``assign``, an optimizer's step, a
+    checkpoint read, in eager, in a graph or under XLA), so while every variable's buffer is
+    still the held one, no weight changed and the held fingerprint stands. A moved buffer
+    (or a device that is not the CPU, whose buffers it does not compare) costs one full pass.
+    Holding the reads costs no memory while the weights stay; after they change, their old
+    buffers are held until the next call (and the first write of each is a copy).
+    """
+
+    def __init__(self, model: Any):
         import tensorflow as tf
 
         variables = [getattr(v, "value", v) for v in model.weights]
-        function = tf.function(lambda: tf.concat([_row_sums(v) for v in variables], axis=0))
-        model.__dict__["_weights_fingerprint"] = function
-    return function().numpy()
+        read = tf.function(lambda: [tf.convert_to_tensor(v) for v in variables])
+        self._read = read.get_concrete_function()  # called as is: no signature matching
+        self._sums = tf.function(lambda tensors: tf.concat([_row_sums(t) for t in tensors], axis=0))
+        self._held: list[Any] = []
+        self._addresses: list[int] | None = None
+        self._fingerprint: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def fingerprint(self) -> np.ndarray:
+        """The weights' fingerprint now (the held array itself while they stay)."""
+        with self._lock:
+            tensors = self._read()
+            addresses = _buffer_addresses(tensors)
+            if addresses is None or addresses != self._addresses:
+                self._fingerprint = self._sums(tensors).numpy()
+                self._held, self._addresses = tensors, addresses
+            return self._fingerprint
+
+
+def _buffer_addresses(tensors: list[Any]) -> list[int] | None:
+    """Where each of ``tensors`` keeps its values (host memory), or None when one lies on
+    another device (reading it to the host would copy it)."""
+    addresses = []
+    for tensor in tensors:
+        if not tensor.backing_device.endswith("CPU:0"):
+            return None
+        addresses.append(np.asarray(tensor).__array_interface__["data"][0])
+    return addresses
 
 
 def _row_sums(variable: tf.Variable) -> tf.Tensor:

@@ -196,6 +196,34 @@ def test_the_weights_fingerprint_sees_a_change_of_one_value_and_a_transpose():
     assert np.array_equal(weights_fingerprint(model), first)
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_the_weights_watch_passes_over_the_weights_again_only_after_a_write(jit_compile):
+    # Unchanged weights reuse the held fingerprint without a pass over them; a write of one
+    # ulp from a compiled step (in place, as a graph or XLA would write it) is seen.
+    from eegdino_tf.litert import weights_fingerprint
+
+    model = eegdino_tf.build_encoder(eegdino_tf.get_config("small", depth=1))
+    first = weights_fingerprint(model)
+    watch = model.__dict__["_weights_watch"]
+    passes = []
+    sums = watch._sums
+    watch._sums = lambda tensors: passes.append(1) or sums(tensors)
+    for _ in range(3):
+        assert weights_fingerprint(model) is first
+    assert not passes
+    kernel = next(v for v in model.weights if v.path.endswith("mlp/fc1/kernel"))
+    ulp = np.zeros(kernel.shape, np.float32)
+    ulp[7, 11] = np.spacing(kernel.numpy()[7, 11])
+
+    @tf.function(jit_compile=jit_compile)
+    def step():
+        kernel.assign_add(ulp)
+
+    step()
+    assert not np.array_equal(weights_fingerprint(model), first) and len(passes) == 1
+    assert weights_fingerprint(model) is weights_fingerprint(model) and len(passes) == 1
+
+
 @pytest.mark.parametrize("kind", ["encoder", "classifier"])
 def test_int8_litert_predict_keeps_the_export_bounds_at_any_batch(kind):
     io = load_io("tiny")
