@@ -41,7 +41,7 @@ _SERIALIZABLE = keras.saving.register_keras_serializable(package="eegdino_tf")
 # ---------------------------------------------------------------------------------------------
 
 GELU_FORMS = ("erf", "erfc")
-SOFTMAX_FORMS = ("op", "matmul")
+SOFTMAX_FORMS = ("op", "matmul", "native")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +57,11 @@ class GraphForm:
     matmul with ``v``, which TF's own kernels, TFLite and ONNX Runtime run fastest (one fused
     kernel); ``"matmul"`` takes each row's sum from that matmul and divides after it
     (:func:`_softmax_matmul`), faster under XLA, which ``predict``'s compiled function uses.
-    Both equal the softmax to float32 rounding.
+    Both equal the softmax to float32 rounding. ``"native"`` is ``"op"`` in the compute dtype
+    at inference, without casting the scores to float32 and back: oneDNN's bfloat16 softmax
+    computes in float32 and rounds once, the same numbers (bit for bit) without the two
+    casts over ``[B, H, N, N]``; only for graphs oneDNN runs (``predict``'s frozen bfloat16
+    function, :meth:`~eegdino_tf.runtime.EEGModel.frozen_function`).
     """
 
     gelu: str = "erf"
@@ -702,7 +706,10 @@ class Attention(keras.layers.Layer):
         else:  # heads first: batched matmuls (oneDNN, XNNPACK: 1.07-1.08x over einsums)
             q, k, v = tf.split(tf.transpose(qkv, [0, 2, 1, 3]), 3, axis=1)  # [B, H, N, D/H]
             scores = matmul(q * scale, k, transpose_b=True)
-            weights = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32)), v.dtype)
+            if _GRAPH_FORM.get().softmax == "native" and not training:
+                weights = tf.nn.softmax(scores)
+            else:
+                weights = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32)), v.dtype)
             # dropout acts on the normalized weights
             out = tf.transpose(matmul(self.weights_dropout(weights), v), [0, 2, 1, 3])
         out = self.proj_dropout(self.proj(tf.reshape(out, [-1, self.embed_dim])))

@@ -305,15 +305,16 @@ class EEGModel(keras.Model):
 
     def frozen_function(self, channels: int, samples: int) -> Any:
         """:meth:`inference_function` without XLA, for ``[any, channels, samples]``, with the
-        weights folded into constants: what :meth:`predict` runs for ``mixed_bfloat16`` on
-        the graph path (CPUs with native bfloat16) where memory allows (:func:`frozen_fits`).
-        oneDNN keeps its reordered bfloat16 weights only for constants; with variables it
-        reorders them on every call (docs/performance.md). The same graph and arithmetic as
-        the variables' (oneDNN's bfloat16 kernels round differently per batch size either
-        way: small, 4 vs 2 examples, up to 0.06 apart, NRMSE to float32 6.3e-3 in both).
-        Made again when the weights change, however they changed: every call compares their
-        :func:`~eegdino_tf.litert.weights_fingerprint` with the one it was made from. Holds
-        about :data:`FROZEN_BYTES_PER_WEIGHT_BYTE` times the float32 weights while it lives."""
+        weights folded into constants and, where oneDNN runs bfloat16, the softmax in bfloat16
+        (:data:`FROZEN_GRAPH_FORM`): what :meth:`predict` runs for ``mixed_bfloat16`` on the graph
+        path (CPUs with native bfloat16) where memory allows (:func:`frozen_fits`). oneDNN keeps its
+        reordered bfloat16 weights only for constants; with variables it reorders them on every call
+        (docs/performance.md). The same arithmetic as the variables' graph (oneDNN's bfloat16
+        kernels round differently per batch size either way: small, 4 vs 2 examples, up to 0.06
+        apart, NRMSE to float32 6.3e-3 in both). Made again when the weights change, however they
+        changed: every call compares their :func:`~eegdino_tf.litert.weights_fingerprint` with the
+        one it was made from. Holds about :data:`FROZEN_BYTES_PER_WEIGHT_BYTE` times the float32
+        weights while it lives."""
         from tensorflow.python.framework.convert_to_constants import (
             convert_variables_to_constants_v2,
         )
@@ -325,7 +326,15 @@ class EEGModel(keras.Model):
                 del made[key]  # stale: freed before freezing again
             if (channels, samples) not in made:
                 spec = tf.TensorSpec([None, channels, samples], tf.float32, name="eeg")
-                concrete = self.inference_function(False).get_concrete_function(spec)
+
+                # Eigen's bfloat16 softmax (no oneDNN) would sum in bfloat16: casts kept there.
+                form = FROZEN_GRAPH_FORM if hardware.bf16_matmul_rounds_to_nearest() else None
+
+                def infer(x: tf.Tensor) -> tf.Tensor:
+                    with graph_form(form or GraphForm()):
+                        return self(x, training=False)
+
+                concrete = tf.function(infer).get_concrete_function(spec)
                 constants = convert_variables_to_constants_v2(concrete)
                 hardware.release_freed_memory()  # the freeze's copies, back to the system
                 made[(channels, samples)] = (weights, lambda x: constants(x)[0])
@@ -390,6 +399,9 @@ def _batch_shape(spec: Any) -> tuple[int, int] | None:
 #: How :meth:`~EEGModel.inference_function` writes the model for XLA: the softmax's row sums
 #: from the attention matmul (small, 2 cores: 1.11x-1.12x the samples/s at batch 1 and 8).
 XLA_GRAPH_FORM = GraphForm(softmax="matmul")
+#: How :meth:`~EEGModel.frozen_function` writes the model for oneDNN's bfloat16 kernels: the
+#: softmax in bfloat16, the same numbers without two casts (medium, batch 8: 1.07x).
+FROZEN_GRAPH_FORM = GraphForm(softmax="native")
 
 
 def check_attention_memory(shape: tuple[int, ...], batch: int, num_heads: int) -> None:

@@ -125,11 +125,16 @@ def test_predict_follows_the_machines_xla_choice_unless_compiled(precision):
     model = eegdino_tf.build_encoder(eegdino_tf.get_config("small", depth=1), precision=precision)
     x = np.zeros((1, 2, 400), np.float32)
     model.predict(x, verbose=0)
-    assert model.inference_function(xla).experimental_get_tracing_count() == 1
-    assert model.inference_function(not xla).experimental_get_tracing_count() == 0
+    assert _traced(model, xla) == 1 and _traced(model, not xla) == 0
     model.compile(jit_compile=not xla)
     model.predict(x, verbose=0)
-    assert model.inference_function(not xla).experimental_get_tracing_count() == 1
+    assert _traced(model, not xla) == 1
+
+
+def _traced(model, xla: bool) -> int:
+    """Traces of predict's function with or without XLA (without: bfloat16's frozen copy)."""
+    count = model.inference_function(xla).experimental_get_tracing_count()
+    return count + (0 if xla else len(model.__dict__.get("_frozen_functions", {})))
 
 
 def test_predict_on_tf_data():
@@ -384,3 +389,24 @@ def test_bfloat16_graph_predict_keeps_the_variables_where_a_frozen_copy_would_no
     assert model.__dict__["_frozen_functions"]
     expected = model.inference_function(False)(x).numpy()
     assert nrmse(kept, expected) <= 1e-2 and nrmse(frozen, expected) <= 1e-2
+
+
+def test_the_native_softmax_form_runs_the_softmax_in_bfloat16_with_float32s_numbers():
+    """The frozen bfloat16 function's graph form skips the casts around the softmax: its
+    Softmax runs in bfloat16, and where oneDNN runs it (float32 inside, one rounding) the
+    answer is float32's rounded, as with the casts."""
+    from eegdino_tf.layers import Attention, GraphForm, graph_form
+
+    layer = Attention(64, num_heads=4, dtype="mixed_bfloat16")
+    x = tf.random.stateless_normal([2, 50, 64], seed=[4, 5]) * 3
+    spec = tf.TensorSpec(x.shape, tf.float32)
+    outputs, softmax_types = {}, {}
+    for softmax in ("op", "native"):
+        with graph_form(GraphForm(softmax=softmax)):
+            run = tf.function(lambda t: layer(t, training=False)).get_concrete_function(spec)
+        ops = run.graph.get_operations()
+        softmax_types[softmax] = {op.get_attr("T") for op in ops if op.type == "Softmax"}
+        outputs[softmax] = tf.cast(run(x), tf.float32).numpy()
+    assert softmax_types == {"op": {tf.float32}, "native": {tf.bfloat16}}
+    if eegdino_tf.hardware.bf16_matmul_rounds_to_nearest():
+        assert nrmse(outputs["native"], outputs["op"]) <= 1e-3
