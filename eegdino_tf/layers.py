@@ -60,8 +60,8 @@ class GraphForm:
     Both equal the softmax to float32 rounding. ``"native"`` is ``"op"`` in the compute dtype
     at inference, without casting the scores to float32 and back: oneDNN's bfloat16 softmax
     computes in float32 and rounds once, the same numbers (bit for bit) without the two
-    casts over ``[B, H, N, N]``; only for graphs oneDNN runs (``predict``'s frozen bfloat16
-    function, :meth:`~eegdino_tf.runtime.EEGModel.frozen_function`).
+    casts over ``[B, H, N, N]``; only for graphs oneDNN runs (``predict`` without XLA on a
+    CPU with oneDNN's bfloat16 kernels: :func:`~eegdino_tf.runtime.graph_path_form`).
     """
 
     gelu: str = "erf"

@@ -291,10 +291,10 @@ class EEGModel(keras.Model):
 
     def inference_function(self, jit_compile: bool) -> tf.types.experimental.GenericFunction:
         """The cached ``tf.function`` (XLA or not) that :meth:`predict` runs: ``x -> y``;
-        under XLA written in :data:`XLA_GRAPH_FORM`."""
+        under XLA written in :data:`XLA_GRAPH_FORM`, without it in :func:`graph_path_form`."""
         cache = self.__dict__.setdefault("_inference_functions", {})
         if jit_compile not in cache:
-            form = XLA_GRAPH_FORM if jit_compile else GraphForm()
+            form = XLA_GRAPH_FORM if jit_compile else graph_path_form()
 
             def infer(x: tf.Tensor) -> tf.Tensor:
                 with graph_form(form):
@@ -305,8 +305,7 @@ class EEGModel(keras.Model):
 
     def frozen_function(self, channels: int, samples: int) -> Any:
         """:meth:`inference_function` without XLA, for ``[any, channels, samples]``, with the
-        weights folded into constants and, where oneDNN runs bfloat16, the softmax in bfloat16
-        (:data:`FROZEN_GRAPH_FORM`): what :meth:`predict` runs for ``mixed_bfloat16`` on the graph
+        weights folded into constants: what :meth:`predict` runs for ``mixed_bfloat16`` on the graph
         path (CPUs with native bfloat16) where memory allows (:func:`frozen_fits`). oneDNN keeps its
         reordered bfloat16 weights only for constants; with variables it reorders them on every call
         (docs/performance.md). The same arithmetic as the variables' graph (oneDNN's bfloat16
@@ -327,14 +326,7 @@ class EEGModel(keras.Model):
             if (channels, samples) not in made:
                 spec = tf.TensorSpec([None, channels, samples], tf.float32, name="eeg")
 
-                # Eigen's bfloat16 softmax (no oneDNN) would sum in bfloat16: casts kept there.
-                form = FROZEN_GRAPH_FORM if hardware.bf16_matmul_rounds_to_nearest() else None
-
-                def infer(x: tf.Tensor) -> tf.Tensor:
-                    with graph_form(form or GraphForm()):
-                        return self(x, training=False)
-
-                concrete = tf.function(infer).get_concrete_function(spec)
+                concrete = self.inference_function(False).get_concrete_function(spec)
                 constants = convert_variables_to_constants_v2(concrete)
                 hardware.release_freed_memory()  # the freeze's copies, back to the system
                 made[(channels, samples)] = (weights, lambda x: constants(x)[0])
@@ -399,9 +391,18 @@ def _batch_shape(spec: Any) -> tuple[int, int] | None:
 #: How :meth:`~EEGModel.inference_function` writes the model for XLA: the softmax's row sums
 #: from the attention matmul (small, 2 cores: 1.11x-1.12x the samples/s at batch 1 and 8).
 XLA_GRAPH_FORM = GraphForm(softmax="matmul")
-#: How :meth:`~EEGModel.frozen_function` writes the model for oneDNN's bfloat16 kernels: the
-#: softmax in bfloat16, the same numbers without two casts (medium, batch 8: 1.07x).
-FROZEN_GRAPH_FORM = GraphForm(softmax="native")
+#: How :meth:`~EEGModel.inference_function` writes the model without XLA where oneDNN runs
+#: bfloat16 on the CPU: the softmax in the compute dtype, the same numbers without two casts
+#: (medium, mixed_bfloat16, batch 8: 1.07x; float32 has no casts to skip).
+ONEDNN_GRAPH_FORM = GraphForm(softmax="native")
+
+
+def graph_path_form() -> GraphForm:
+    """How :meth:`~EEGModel.inference_function` writes the model without XLA: in
+    :data:`ONEDNN_GRAPH_FORM` on a CPU whose bfloat16 kernels are oneDNN's, else in the
+    default form (Eigen's bfloat16 softmax, without oneDNN, would sum in bfloat16)."""
+    hw = hardware.detect()
+    return ONEDNN_GRAPH_FORM if hw.onednn_bf16 and not hw.gpus else GraphForm()
 
 
 def check_attention_memory(shape: tuple[int, ...], batch: int, num_heads: int) -> None:
