@@ -42,6 +42,7 @@ _SERIALIZABLE = keras.saving.register_keras_serializable(package="eegdino_tf")
 
 GELU_FORMS = ("erf", "erfc")
 SOFTMAX_FORMS = ("op", "matmul", "native")
+LAYERNORM_FORMS = ("ops", "fused")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,13 +63,24 @@ class GraphForm:
     computes in float32 and rounds once, the same numbers (bit for bit) without the two
     casts over ``[B, H, N, N]``; only for graphs oneDNN runs (``predict`` without XLA on a
     CPU with oneDNN's bfloat16 kernels: :func:`~eegdino_tf.runtime.graph_path_form`).
+
+    ``layernorm``: ``"ops"`` (default) writes the LayerNorm's two-pass statistics out in
+    ops; ``"fused"`` takes them from TensorFlow's ``FusedBatchNorm`` over ``[1, rows, D, 1]``
+    (NCHW: each row a channel), which TF's graph optimizer turns, with the gamma and beta
+    after it, into one oneDNN LayerNorm kernel: 2x faster, as exact (float64 reference, max
+    error 8.7e-7 against 7.7e-7). Graphs oneDNN runs only (NCHW FusedBatchNorm needs it).
     """
 
     gelu: str = "erf"
     softmax: str = "op"
+    layernorm: str = "ops"
 
     def __post_init__(self):
-        for field, forms in (("gelu", GELU_FORMS), ("softmax", SOFTMAX_FORMS)):
+        for field, forms in (
+            ("gelu", GELU_FORMS),
+            ("softmax", SOFTMAX_FORMS),
+            ("layernorm", LAYERNORM_FORMS),
+        ):
             if getattr(self, field) not in forms:
                 raise ConfigError(
                     f"unknown {field} form {getattr(self, field)!r}; use one of {forms}"
@@ -162,6 +174,18 @@ def _standardize(x: tf.Tensor, axes: list[list[int]]) -> tf.Tensor:
     centered = x - _mean(x, axes)
     variance = _mean(tf.square(centered), axes)
     return centered * tf.math.rsqrt(variance + EPSILON)
+
+
+def _fused_standardize(x: tf.Tensor) -> tf.Tensor:
+    """:func:`_standardize` over the last axis, by ``FusedBatchNorm`` (training mode: the
+    rows' own statistics) of ``x`` as ``[1, rows, D, 1]`` NCHW, each row a channel."""
+    rows = tf.reduce_prod(tf.shape(x)[:-1])
+    ones, zeros = tf.ones([rows], x.dtype), tf.zeros([rows], x.dtype)
+    image = tf.reshape(x, [1, rows, x.shape[-1], 1])
+    normed, _, _ = tf.compat.v1.nn.fused_batch_norm(
+        image, ones, zeros, epsilon=EPSILON, data_format="NCHW"
+    )
+    return tf.reshape(normed, tf.shape(x))
 
 
 class _Float32Stream(keras.layers.Layer):
@@ -317,6 +341,8 @@ class LayerNorm(keras.layers.Layer):
         self.beta = self.add_weight(shape=(dim,), initializer="zeros", name="beta")
 
     def call(self, x):
+        if _GRAPH_FORM.get().layernorm == "fused":
+            return _fused_standardize(x) * self.gamma + self.beta
         return _standardize(x, [[-1]]) * self.gamma + self.beta
 
 
@@ -491,7 +517,7 @@ class PatchSpectrum(keras.layers.Layer):
         n = np.arange(PATCH_SIZE)
         angle = 2.0 * np.pi * np.outer(n, np.arange(SPECTRAL_BINS)) / PATCH_SIZE
         basis = np.concatenate([np.cos(angle), -np.sin(angle)], axis=1) / PATCH_SIZE
-        self._basis = tf.constant(basis.astype(np.float32))  # [200, 2 * 101]
+        self._basis = basis.astype(np.float32)  # [200, 2 * 101]; a constant of each graph
 
     def call(self, patches):
         real, imag = tf.split(tf.matmul(patches, self._basis), 2, axis=-1)

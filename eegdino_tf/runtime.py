@@ -393,8 +393,9 @@ def _batch_shape(spec: Any) -> tuple[int, int] | None:
 XLA_GRAPH_FORM = GraphForm(softmax="matmul")
 #: How :meth:`~EEGModel.inference_function` writes the model without XLA where oneDNN runs
 #: bfloat16 on the CPU: the softmax in the compute dtype, the same numbers without two casts
-#: (medium, mixed_bfloat16, batch 8: 1.07x; float32 has no casts to skip).
-ONEDNN_GRAPH_FORM = GraphForm(softmax="native")
+#: (medium, mixed_bfloat16, batch 8: 1.07x; float32 has no casts to skip), and each LayerNorm
+#: one oneDNN kernel.
+ONEDNN_GRAPH_FORM = GraphForm(softmax="native", layernorm="fused")
 
 
 def graph_path_form() -> GraphForm:

@@ -61,6 +61,31 @@ def test_every_graph_form_matches_reference(model, softmax, gelu):
             assert nrmse(tokens, io["tokens" + case]) <= TOLERANCE
 
 
+@pytest.mark.parametrize("model", ["tiny", "small", "medium2"])
+def test_the_onednn_graph_form_matches_reference(model):
+    """The graph path's form where oneDNN runs bfloat16 (softmax in the compute dtype, each
+    LayerNorm one oneDNN kernel) keeps float32 parity, traced as predict traces it."""
+    from eegdino_tf.runtime import ONEDNN_GRAPH_FORM
+
+    if not eegdino_tf.hardware.detect().onednn_bf16:
+        pytest.skip("the oneDNN graph form runs only where oneDNN runs bfloat16 (not this CPU)")
+    io, model = load_io(model), encoder(model)
+
+    @tf.function
+    def run(x):
+        with graph_form(ONEDNN_GRAPH_FORM):
+            return model(x, training=False)
+
+    ops = {
+        op.type
+        for op in run.get_concrete_function(tf.constant(io["raw_uv"])).graph.get_operations()
+    }
+    assert "FusedBatchNormV3" in ops
+    for case in CASES:
+        tokens = run(tf.constant(io["raw_uv" + case])).numpy()
+        assert nrmse(tokens, io["tokens" + case]) <= TOLERANCE
+
+
 @pytest.mark.parametrize("head_dim", [4, 15, 25, 64])
 def test_softmax_from_the_matmul_equals_softmax_then_matmul(head_dim):
     """Row sums from ``[v | 1 | 0...]``, whatever zeros the head width leaves room for."""
