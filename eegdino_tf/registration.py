@@ -6,6 +6,9 @@ happens when :mod:`eegdino_tf.models` is imported; but that imports TensorFlow (
 closes the gap: if Keras is already imported it registers now, otherwise it registers right
 after the first ``import keras`` finishes (``import tensorflow`` imports Keras too), through a
 finder on ``sys.meta_path`` that only wraps Keras' own loader and removes itself once used.
+When Keras arrives from inside one of our own modules (``import eegdino_tf.layers`` first),
+the classes register as soon as that module has finished (a second finder wraps our modules'
+loaders until then): importing the models earlier would meet it half made.
 
 A process that never imports ``eegdino_tf`` cannot load our ``.keras`` files: Keras imports the
 module a config names only for its own packages, so ``keras.models.load_model`` ends in "Could
@@ -28,9 +31,38 @@ from typing import Any
 def register_on_keras_import() -> None:
     """Import :mod:`eegdino_tf.models` now if Keras is loaded, else once it is."""
     if "keras" in sys.modules:
-        _register()
+        _register_when_ready()
     elif not any(isinstance(f, _KerasImportFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _KerasImportFinder())
+        sys.meta_path.insert(0, _PackageImportFinder())
+
+
+#: Set when Keras arrived while a module of this package was still being imported
+#: (``import eegdino_tf.layers`` first imports Keras from inside ``layers``): importing the
+#: models then would meet that module half made, so they register once it has finished.
+_pending = False
+
+
+def _register_when_ready(finishing: str | None = None) -> None:
+    """Register now, unless a module of this package other than ``finishing`` (the one whose
+    import is just ending) is still being imported: then once the last of them has."""
+    global _pending
+    if _importing_package_modules() - {finishing}:
+        _pending = True
+        return
+    _pending = False
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _PackageImportFinder)]
+    _register()
+
+
+def _importing_package_modules() -> set[str]:
+    """This package's modules whose import is under way (their code not finished)."""
+    return {
+        name
+        for name, module in list(sys.modules.items())
+        if name.startswith("eegdino_tf.")
+        and getattr(getattr(module, "__spec__", None), "_initializing", False)
+    }
 
 
 #: The modules that define the package's Keras classes (the fine-tuning optimizer and loss too).
@@ -80,4 +112,30 @@ class _ThenRegister(importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         self._loader.exec_module(module)
         sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _KerasImportFinder)]
-        _register()
+        _register_when_ready()
+
+
+class _PackageImportFinder(importlib.abc.MetaPathFinder):
+    """Finds this package's modules with the other finders and wraps their loaders in
+    :class:`_ThenRegisterIfPending`, until the classes are registered."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None):
+        if not name.startswith("eegdino_tf."):
+            return None
+        others = [f for f in sys.meta_path if not isinstance(f, _PackageImportFinder)]
+        for finder in others:
+            spec = getattr(finder, "find_spec", lambda *a: None)(name, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _ThenRegisterIfPending(spec.loader)
+                return spec
+        return None
+
+
+class _ThenRegisterIfPending(_ThenRegister):
+    """A module of ours; once it has run, the classes register if Keras arrived meanwhile."""
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        if _pending:
+            _register_when_ready(finishing=module.__name__)
