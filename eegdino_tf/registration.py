@@ -81,20 +81,48 @@ def _register() -> None:
         )
 
 
-class _KerasImportFinder(importlib.abc.MetaPathFinder):
-    """Finds ``keras`` with the other finders and wraps its loader in :class:`_ThenRegister`."""
+class _WrappingFinder(importlib.abc.MetaPathFinder):
+    """Finds the modules it :meth:`wraps` with the other finders and wraps their loaders in
+    :meth:`wrapped`."""
+
+    def wraps(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def wrapped(self, loader: importlib.abc.Loader) -> importlib.abc.Loader:
+        raise NotImplementedError
 
     def find_spec(self, name: str, path: Any = None, target: Any = None):
-        if name != "keras":
+        if not self.wraps(name):
             return None
-        others = [f for f in sys.meta_path if not isinstance(f, _KerasImportFinder)]
+        others = [f for f in sys.meta_path if not isinstance(f, _WrappingFinder)]
         for finder in others:
             spec = getattr(finder, "find_spec", lambda *a: None)(name, path, target)
             if spec is not None:
                 if spec.loader is not None:
-                    spec.loader = _ThenRegister(spec.loader)
+                    spec.loader = self.wrapped(spec.loader)
                 return spec
         return None
+
+
+class _KerasImportFinder(_WrappingFinder):
+    """Wraps Keras' loader in :class:`_ThenRegister`."""
+
+    def wraps(self, name: str) -> bool:
+        return name == "keras"
+
+    def wrapped(self, loader: importlib.abc.Loader) -> importlib.abc.Loader:
+        return _ThenRegister(loader)
+
+
+class _PackageImportFinder(_WrappingFinder):
+    """Wraps this package's modules' loaders in :class:`_ThenRegisterIfPending`, until the
+    classes are registered."""
+
+    def wraps(self, name: str) -> bool:
+        return name.startswith("eegdino_tf.")
+
+    def wrapped(self, loader: importlib.abc.Loader) -> importlib.abc.Loader:
+        return _ThenRegisterIfPending(loader)
 
 
 class _ThenRegister(importlib.abc.Loader):
@@ -113,23 +141,6 @@ class _ThenRegister(importlib.abc.Loader):
         self._loader.exec_module(module)
         sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _KerasImportFinder)]
         _register_when_ready()
-
-
-class _PackageImportFinder(importlib.abc.MetaPathFinder):
-    """Finds this package's modules with the other finders and wraps their loaders in
-    :class:`_ThenRegisterIfPending`, until the classes are registered."""
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None):
-        if not name.startswith("eegdino_tf."):
-            return None
-        others = [f for f in sys.meta_path if not isinstance(f, _PackageImportFinder)]
-        for finder in others:
-            spec = getattr(finder, "find_spec", lambda *a: None)(name, path, target)
-            if spec is not None:
-                if spec.loader is not None:
-                    spec.loader = _ThenRegisterIfPending(spec.loader)
-                return spec
-        return None
 
 
 class _ThenRegisterIfPending(_ThenRegister):

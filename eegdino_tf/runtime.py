@@ -325,7 +325,6 @@ class EEGModel(keras.Model):
                 del made[key]  # stale: freed before freezing again
             if (channels, samples) not in made:
                 spec = tf.TensorSpec([None, channels, samples], tf.float32, name="eeg")
-
                 concrete = self.inference_function(False).get_concrete_function(spec)
                 constants = convert_variables_to_constants_v2(concrete)
                 hardware.release_freed_memory()  # the freeze's copies, back to the system

@@ -65,9 +65,9 @@ def test_every_graph_form_matches_reference(model, softmax, gelu):
 def test_the_onednn_graph_form_matches_reference(model):
     """The graph path's form where oneDNN runs bfloat16 (softmax in the compute dtype, each
     LayerNorm one oneDNN kernel) keeps float32 parity, traced as predict traces it."""
-    from eegdino_tf.runtime import ONEDNN_GRAPH_FORM
+    from eegdino_tf.runtime import ONEDNN_GRAPH_FORM, graph_path_form
 
-    if not eegdino_tf.hardware.detect().onednn_bf16:
+    if graph_path_form() != ONEDNN_GRAPH_FORM:
         pytest.skip("the oneDNN graph form runs only where oneDNN runs bfloat16 (not this CPU)")
     io, model = load_io(model), encoder(model)
 
